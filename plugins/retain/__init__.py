@@ -1,0 +1,1 @@
+"""Retain: lifecycle marketing on Airflow and dbt."""
