@@ -1,0 +1,59 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['month', 'dimension', 'value'],
+        full_refresh=false,
+        pre_hook="{% if is_incremental() %}delete from {{ this }} where month = cast(date_trunc('month', {{ as_of_date() }}) as date){% endif %}"
+    )
+}}
+-- One row per (month, dimension, value): how many members had that value when member_segments
+-- was built for an as_of_date in that month. Each run replaces the rows of the as_of month only,
+-- so history builds up as the DAG runs monthly (or is backfilled run by run with older
+-- as_of_date values). full_refresh is off so `dbt build --full-refresh` cannot wipe history.
+-- A null value (e.g. rfm_segment of a prospect) is counted as 'none'.
+with
+
+members as (
+
+    select * from {{ ref('member_segments') }}
+
+),
+
+unpivoted as (
+
+    select 'rfm_segment' as dimension, coalesce(rfm_segment, 'none') as value from members
+    union all
+    select 'lifecycle_stage' as dimension, coalesce(lifecycle_stage, 'none') as value from members
+    union all
+    select 'member_tier' as dimension, coalesce(member_tier, 'none') as value from members
+    union all
+    select 'country' as dimension, coalesce(country, 'none') as value from members
+    union all
+    select 'age_band' as dimension, coalesce(age_band, 'none') as value from members
+    union all
+    select 'gender' as dimension, coalesce(gender, 'none') as value from members
+
+),
+
+counted as (
+
+    select
+        dimension,
+        value,
+        count(*) as members
+
+    from unpivoted
+    group by dimension, value
+
+)
+
+select
+    cast(date_trunc('month', {{ as_of_date() }}) as date) as month,
+    dimension,
+    value,
+    members,
+    round(members / sum(members) over (partition by dimension), 4) as share,
+    {{ as_of_date() }} as as_of_date
+
+from counted
