@@ -22,7 +22,8 @@ phones as (
         members.member_id,
         members.phone_raw,
         regexp_full_match(members.phone_raw, '^\+?[0-9 ()./-]+$') as is_phone_shaped,
-        regexp_replace(members.phone_raw, '[^0-9]', '', 'g') as phone_digits,
+        -- "+44 (0)7700 ..." writes the trunk prefix in brackets: it is not part of the number
+        regexp_replace(replace(members.phone_raw, '(0)', ''), '[^0-9]', '', 'g') as phone_digits,
         calling_codes.calling_code,
         calling_codes.trunk_prefix,
         calling_codes.min_national_digits,
