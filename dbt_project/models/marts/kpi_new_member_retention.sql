@@ -50,8 +50,8 @@ cohorts as (
     select
         cast(date_trunc('month', members.signed_up_on) as date) as signup_month,
         count(*) as new_members,
-        count_if(first_returns.first_return_day <= 7)::bigint as retained_7d,
-        count_if(first_returns.first_return_day <= 30)::bigint as retained_30d
+        count(*) filter (where first_returns.first_return_day <= 7) as retained_7d,
+        count(*) filter (where first_returns.first_return_day <= 30) as retained_30d
 
     from members
     left join first_returns

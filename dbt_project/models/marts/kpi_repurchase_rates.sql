@@ -22,8 +22,8 @@ cohorts as (
     select
         cast(date_trunc('month', first_order_date) as date) as first_purchase_month,
         count(*) as members,
-        count_if(days_to_repurchase <= 30)::bigint as repurchased_30d,
-        count_if(days_to_repurchase <= 90)::bigint as repurchased_90d
+        count(*) filter (where days_to_repurchase <= 30) as repurchased_30d,
+        count(*) filter (where days_to_repurchase <= 90) as repurchased_90d
 
     from buyers
     group by 1
