@@ -33,14 +33,18 @@ lock:  ## re-resolve the pins after editing pyproject.toml
 airflow-db: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/airflow db migrate > /dev/null
 
-demo: venv airflow-db
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/retain demo --members $(MEMBERS) --seed $(SEED)
+demo: venv airflow-db  ## generate sample data, build segments through Airflow, print segment sizes
+	$(BIN)/retain data generate --members $(MEMBERS) --seed $(SEED)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/airflow dags test member_segments > $(AIRFLOW_HOME)/demo-run.log 2>&1 \
+	  || (tail -n 60 $(AIRFLOW_HOME)/demo-run.log; exit 1)
+	@grep -E "DagRun Finished|state=success|Marking run" $(AIRFLOW_HOME)/demo-run.log | tail -n 1 || true
+	$(BIN)/retain segments summary
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-pytest: venv airflow-db
+pytest: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
 
 test: lint pytest

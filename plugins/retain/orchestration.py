@@ -15,8 +15,9 @@ from typing import Any
 from retain import config
 
 #: The as-of date every dbt run of a DAG uses: the run's logical date, so a re-run or backfill of a day
-#: reproduces that day's segments.
-AS_OF_TEMPLATE = "{{ ds }}"
+#: reproduces that day's segments. A run triggered without a logical date (allowed in Airflow 3) uses
+#: the date it was triggered for.
+AS_OF_TEMPLATE = "{{ (dag_run.logical_date or dag_run.run_after).strftime('%Y-%m-%d') }}"
 
 
 def ensure_dbt_on_path() -> None:
