@@ -1,9 +1,11 @@
 -- One row per member x consumable product the member ever bought in a clean paid order on or
--- before as_of_date. The last purchase day's quantity (summed over that day's orders) lasts
--- quantity * consumption_days days: runs_out_on = last_purchase_date + quantity * consumption_days.
+-- before as_of_date. The quantity bought on the last purchase day (summed over that day's orders)
+-- lasts quantity * consumption_days days: runs_out_on = last_purchase_date + quantity * consumption_days.
+-- One aggregation pass over the order lines; only the rare pairs bought more than once on their
+-- last purchase day need a second look to add up that day's quantities.
 with
 
-purchased_lines as (
+purchased_lines as materialized (
 
     select
         member_id,
@@ -21,34 +23,54 @@ purchased_lines as (
 
 ),
 
-purchase_days as (
+pairs as (
 
     select
         member_id,
         product_id,
-        order_date,
-        max(ordered_at) as last_ordered_at,
-        sum(quantity) as quantity,
+        count(*) as purchases,
+        max(order_date, 2) as last_two_purchase_dates,
+        max(ordered_at) as last_purchased_at,
+        arg_max(quantity, order_date) as last_line_quantity,
         any_value(consumption_days) as consumption_days
 
     from purchased_lines
-    group by member_id, product_id, order_date
+    group by member_id, product_id
+
+),
+
+same_day_quantities as (
+
+    select
+        purchased_lines.member_id,
+        purchased_lines.product_id,
+        sum(purchased_lines.quantity) as quantity
+
+    from purchased_lines
+    inner join pairs
+        on purchased_lines.member_id = pairs.member_id
+        and purchased_lines.product_id = pairs.product_id
+        and purchased_lines.order_date = pairs.last_two_purchase_dates[1]
+    where pairs.last_two_purchase_dates[1] = pairs.last_two_purchase_dates[2]
+    group by purchased_lines.member_id, purchased_lines.product_id
 
 ),
 
 last_purchases as (
 
     select
-        member_id,
-        product_id,
-        count(*) as purchase_days,
-        max(order_date) as last_purchase_date,
-        arg_max(last_ordered_at, order_date) as last_purchased_at,
-        arg_max(quantity, order_date) as quantity,
-        any_value(consumption_days) as consumption_days
+        pairs.member_id,
+        pairs.product_id,
+        pairs.purchases,
+        pairs.last_two_purchase_dates[1] as last_purchase_date,
+        pairs.last_purchased_at,
+        coalesce(same_day_quantities.quantity, pairs.last_line_quantity) as quantity,
+        pairs.consumption_days
 
-    from purchase_days
-    group by member_id, product_id
+    from pairs
+    left join same_day_quantities
+        on pairs.member_id = same_day_quantities.member_id
+        and pairs.product_id = same_day_quantities.product_id
 
 ),
 
@@ -67,7 +89,7 @@ final as (
         last_purchases.product_id,
         products.product_name,
         products.category,
-        last_purchases.purchase_days::integer as purchase_days,
+        last_purchases.purchases::integer as purchases,
         last_purchases.last_purchased_at,
         last_purchases.last_purchase_date,
         last_purchases.quantity::integer as quantity,
