@@ -113,9 +113,6 @@ final as (
         member_id,
         ordered_at,
         cast(ordered_at as date) as order_date,
-        currency,
-        amount,
-        status,
         status = 'paid' as is_paid,
         case
             when invalid_reason is null and duplicate_rank = 1
