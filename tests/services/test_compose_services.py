@@ -137,6 +137,10 @@ def test_member_segments_runs_on_the_production_stack_without_docker(stack) -> N
     run = _api(port, "POST", "/api/v2/dags/member_segments/dagRuns", token, {"logical_date": None})
 
     def finished() -> str | None:
+        # A service that exits means the stack is broken: stop waiting at once.
+        dead = [s.service.name for s in running if s.process.poll() is not None]
+        if dead:
+            return f"aborted: {', '.join(dead)} exited"
         state = _api(port, "GET", f"/api/v2/dags/member_segments/dagRuns/{run['dag_run_id']}", token)["state"]
         return state if state in ("success", "failed") else None
 
