@@ -38,7 +38,7 @@ def dbt_vars(extra: dict[str, Any] | None = None) -> dict[str, Any]:
 def cosmos_task_group_kwargs() -> dict[str, Any]:
     """Keyword arguments for ``cosmos.DbtTaskGroup`` running Retain's dbt project in this process's venv."""
     from cosmos import ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-    from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
+    from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior, TestIndirectSelection
     from cosmos.dbt.executable import get_system_dbt
 
     ensure_dbt_on_path()
@@ -57,7 +57,11 @@ def cosmos_task_group_kwargs() -> dict[str, Any]:
     )
     render = RenderConfig(
         load_method=LoadMode.DBT_LS,
-        test_behavior=TestBehavior.AFTER_EACH,
+        # One task per model: `dbt build --select <model>` runs the model and then its data and unit tests.
+        test_behavior=TestBehavior.BUILD,
+        # A test over several models (e.g. "every valid member is in member_segments") gets its own task
+        # after all of its models, instead of running inside the first model's build.
+        should_detach_multiple_parents_tests=True,
         dbt_executable_path=get_system_dbt(),
         # Retain publishes its own named assets for the marts (retain.assets); cosmos's per-model
         # OpenLineage datasets have no namespace for DuckDB.
@@ -69,6 +73,7 @@ def cosmos_task_group_kwargs() -> dict[str, Any]:
         # dbt runs in the task's own process through dbtRunner: the same venv as Airflow, no subprocess.
         invocation_mode=InvocationMode.DBT_RUNNER,
         dbt_executable_path=get_system_dbt(),
+        test_indirect_selection=TestIndirectSelection.CAUTIOUS,
     )
     return {
         "project_config": project,

@@ -39,11 +39,18 @@ def test_parsing_dags_never_runs_models(dagbag, airflow_env: dict[str, str]) -> 
 def test_member_segments_runs_one_task_per_model_then_publishes_mart_assets(dagbag) -> None:
     from retain.assets import PUBLISHED_MARTS, asset_uri
 
-    dag = dagbag.get_dag("member_segments")
+    dag = dagbag.dags["member_segments"]
     task_ids = set(dag.task_ids)
+    # One `dbt build` task per model: the model, then its data and unit tests, before anything downstream.
+    models = {p.stem for p in (DAGS_DIR.parent / "dbt_project" / "models").rglob("*.sql")}
+    assert {f"dbt.{m}_model_build" for m in models} <= task_ids, sorted(task_ids)
+    assert "dbt.member_segment_history_snapshot_build" in task_ids
+    assert (
+        "dbt.member_segments_model_build"
+        in dag.get_task("dbt.member_segment_history_snapshot_build").upstream_task_ids
+    )
     for mart in PUBLISHED_MARTS:
-        assert f"dbt.{mart}.run" in task_ids, f"no run task for {mart}: {sorted(task_ids)}"
-        assert f"dbt.{mart}.test" in task_ids, f"no test task after {mart}"
+        assert f"dbt.{mart}_model_build" in task_ids, f"no task for {mart}"
     publish = dag.get_task("publish_marts")
     assert {outlet.uri for outlet in publish.outlets} == {asset_uri(m) for m in PUBLISHED_MARTS}
     # Every dbt task runs before the assets are published.

@@ -133,8 +133,13 @@ def test_member_segments_runs_on_the_production_stack_without_docker(stack) -> N
         "access_token"
     ]
     wait_for(lambda: _api(port, "GET", "/api/v2/dags/member_segments", token), timeout=180, what="DAG parsed")
+    # Unpausing a daily DAG makes the scheduler start today's run, as in production.
     _api(port, "PATCH", "/api/v2/dags/member_segments", token, {"is_paused": False})
-    run = _api(port, "POST", "/api/v2/dags/member_segments/dagRuns", token, {"logical_date": None})
+    run = wait_for(
+        lambda: (_api(port, "GET", "/api/v2/dags/member_segments/dagRuns", token)["dag_runs"] or [None])[0],
+        timeout=120,
+        what="the scheduled run",
+    )
 
     def finished() -> str | None:
         # A service that exits means the stack is broken: stop waiting at once.
