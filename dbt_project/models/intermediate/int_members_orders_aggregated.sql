@@ -13,7 +13,8 @@ members as (
 
 ),
 
-paid_orders as (
+-- not materialized: the second reader (neighbouring_days) only needs the rare repeated-day members
+paid_orders as not materialized (
 
     select
         member_id,

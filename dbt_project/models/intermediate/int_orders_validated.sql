@@ -5,7 +5,9 @@
 -- quarantined as duplicate_order_id.
 with
 
-orders as (
+-- not materialized: duplicate_ids then reads only order_id from the parquet file instead of a
+-- copy of every cleaned column (measured ~1 CPU-second less at 10M orders)
+orders as not materialized (
 
     select * from {{ ref('stg_shop__orders') }}
 
