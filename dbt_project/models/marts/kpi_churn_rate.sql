@@ -9,9 +9,11 @@
 -- Every churned member was active at the start of its month, so churn_rate is in [0, 1].
 with
 
+-- paid orders, not de-duplicated per day: a same-day repeat has a 0-day gap, which never starts or
+-- ends a spell, so exactly one row per spell start / churn passes the filters below
 order_days as (
 
-    select distinct
+    select
         member_id,
         order_date
 
