@@ -5,21 +5,34 @@
 -- last purchase day need a second look to add up that day's quantities.
 with
 
+consumables as (
+
+    select
+        product_id,
+        product_name,
+        category,
+        consumption_days
+
+    from {{ ref('int_products_validated') }}
+    where quarantine_reason is null
+        and consumption_days is not null
+
+),
+
+-- materialized: read once by the aggregation, again (for the rare same-day pairs) by the correction
 purchased_lines as materialized (
 
     select
         member_id,
         product_id,
         order_date,
-        ordered_at,
-        quantity,
-        consumption_days
+        quantity
 
     from {{ ref('int_order_items_validated') }}
     where quarantine_reason is null
         and order_quarantine_reason is null
         and is_paid
-        and consumption_days is not null
+        and product_id in (select product_id from consumables)
 
 ),
 
@@ -30,9 +43,7 @@ pairs as (
         product_id,
         count(*) as purchases,
         max(order_date, 2) as last_two_purchase_dates,
-        max(ordered_at) as last_purchased_at,
-        arg_max(quantity, order_date) as last_line_quantity,
-        any_value(consumption_days) as consumption_days
+        arg_max(quantity, order_date) as last_line_quantity
 
     from purchased_lines
     group by member_id, product_id
@@ -63,9 +74,7 @@ last_purchases as (
         pairs.product_id,
         pairs.purchases,
         pairs.last_two_purchase_dates[1] as last_purchase_date,
-        pairs.last_purchased_at,
-        coalesce(same_day_quantities.quantity, pairs.last_line_quantity) as quantity,
-        pairs.consumption_days
+        coalesce(same_day_quantities.quantity, pairs.last_line_quantity) as quantity
 
     from pairs
     left join same_day_quantities
@@ -74,36 +83,27 @@ last_purchases as (
 
 ),
 
-products as (
-
-    select product_id, product_name, category
-    from {{ ref('int_products_validated') }}
-    where quarantine_reason is null
-
-),
-
 final as (
 
     select
         last_purchases.member_id,
         last_purchases.product_id,
-        products.product_name,
-        products.category,
+        consumables.product_name,
+        consumables.category,
         last_purchases.purchases::integer as purchases,
-        last_purchases.last_purchased_at,
         last_purchases.last_purchase_date,
         last_purchases.quantity::integer as quantity,
-        last_purchases.consumption_days,
+        consumables.consumption_days,
         cast(
             last_purchases.last_purchase_date
-            + to_days(cast(last_purchases.quantity * last_purchases.consumption_days as integer))
+            + to_days(cast(last_purchases.quantity * consumables.consumption_days as integer))
             as date
         ) as runs_out_on,
         {{ as_of_date() }} as as_of_date
 
     from last_purchases
-    inner join products
-        on last_purchases.product_id = products.product_id
+    inner join consumables
+        on last_purchases.product_id = consumables.product_id
 
 )
 
