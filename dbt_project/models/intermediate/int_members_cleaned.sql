@@ -19,8 +19,7 @@ calling_codes as (
 phones as (
 
     select
-        members.member_id,
-        members.phone_raw,
+        members.*,
         regexp_full_match(members.phone_raw, '^\+?[0-9 ()./-]+$') as is_phone_shaped,
         -- "+44 (0)7700 ..." writes the trunk prefix in brackets: it is not part of the number
         regexp_replace(replace(members.phone_raw, '(0)', ''), '[^0-9]', '', 'g') as phone_digits,
@@ -52,7 +51,7 @@ phones_national as (
 phones_international as (
 
     select
-        member_id,
+        *,
         case
             when not is_phone_shaped then null
             -- already international: +CC... or 00CC...
@@ -74,44 +73,32 @@ phones_international as (
 
 ),
 
-phones_e164 as (
-
-    select
-        member_id,
-        case
-            when regexp_full_match(international_digits, '[1-9][0-9]{7,14}')
-                then '+' || international_digits
-        end as phone_e164
-
-    from phones_international
-
-),
-
 cleaned as (
 
     select
-        members.member_id,
-        members.email,
-        phones_e164.phone_e164,
-        members.first_name,
-        members.last_name,
-        members.gender,
+        member_id,
+        email,
         case
-            when members.birth_date <= {{ as_of_date() }}
-                and members.birth_date > {{ as_of_date() }} - interval 120 years
-                then members.birth_date
+            when regexp_full_match(international_digits, '[1-9][0-9]{7,14}')
+                then '+' || international_digits
+        end as phone_e164,
+        first_name,
+        last_name,
+        gender,
+        case
+            when birth_date <= {{ as_of_date() }}
+                and birth_date > {{ as_of_date() }} - interval 120 years
+                then birth_date
         end as birth_date,
-        members.country,
-        members.locale,
-        members.timezone,
-        members.currency,
-        members.signed_up_at,
-        members.has_email_opt_in,
-        members.has_sms_opt_in
+        country,
+        locale,
+        timezone,
+        currency,
+        signed_up_at,
+        has_email_opt_in,
+        has_sms_opt_in
 
-    from members
-    inner join phones_e164
-        on members.member_id = phones_e164.member_id
+    from phones_international
 
 ),
 
