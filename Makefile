@@ -37,7 +37,8 @@ demo: venv airflow-db  ## generate sample data, build segments through Airflow, 
 	$(BIN)/retain data generate --members $(MEMBERS) --seed $(SEED)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/airflow dags test member_segments > $(AIRFLOW_HOME)/demo-run.log 2>&1 \
 	  || (tail -n 60 $(AIRFLOW_HOME)/demo-run.log; exit 1)
-	@grep -E "DagRun Finished|state=success|Marking run" $(AIRFLOW_HOME)/demo-run.log | tail -n 1 || true
+	@sed -nE 's/.*DagRun Finished: dag_id=([a-z_]+).*run_duration=([0-9]+)[.0-9]*, state=([a-z]+).*/Airflow: DAG \1 finished \3 in \2 s (log: .airflow\/demo-run.log)/p' \
+	  $(AIRFLOW_HOME)/demo-run.log
 	$(BIN)/retain segments summary
 
 lint: venv

@@ -78,7 +78,7 @@ def test_segments_summary_prints_counts_and_shares_per_dimension(
     assert any(line.split() == ["champions", "2", "50.0%"] for line in lines)
     assert any(line.split() == ["churned", "1", "25.0%"] for line in lines)
     assert any(line.split() == ["silver", "2", "50.0%"] for line in lines)
-    assert any(line.split() == ["(none)", "1", "25.0%"] for line in lines)
+    assert any(line.split() == ["(no", "paid", "order)", "1", "25.0%"] for line in lines)
     for dimension in ("rfm_segment", "lifecycle_stage", "member_tier", "clv_tier"):
         assert any(line.split()[:1] == [dimension] for line in lines), dimension
 

@@ -15,7 +15,8 @@ from retain import config
 
 TABLE = "member_segments"
 DIMENSIONS = ("rfm_segment", "lifecycle_stage", "member_tier", "clv_tier")
-NULL_LABEL = "(none)"
+# Only rfm_segment is ever null (members with no paid order: the prospects).
+NULL_LABEL = "(no paid order)"
 
 
 class SegmentsUnavailable(RuntimeError):
@@ -39,6 +40,7 @@ class SegmentSummary:
     total_members: int
     breakdowns: list[Breakdown]
     missing_dimensions: list[str]
+    as_of: str | None = None  # the mart's as_of_date, when it has one
 
 
 def _quote(identifier: str) -> str:
@@ -85,6 +87,11 @@ def load_summary(warehouse: Path | None = None) -> SegmentSummary:
             ).fetchall()
         }
         total = con.execute(f"SELECT count(*) FROM {qualified}").fetchone()[0]
+        as_of = None
+        if "as_of_date" in columns:
+            as_of = con.execute(
+                f"SELECT CAST(max({_quote(columns['as_of_date'])}) AS VARCHAR) FROM {qualified}"
+            ).fetchone()[0]
         breakdowns, missing = [], []
         for dimension in DIMENSIONS:
             column = columns.get(dimension)
@@ -103,14 +110,14 @@ def load_summary(warehouse: Path | None = None) -> SegmentSummary:
             )
     finally:
         con.close()
-    return SegmentSummary(warehouse, f"{schema}.{name}", total, breakdowns, missing)
+    return SegmentSummary(warehouse, f"{schema}.{name}", total, breakdowns, missing, as_of)
 
 
 def render_summary(summary: SegmentSummary) -> str:
     """Plain-text tables that read well in a terminal and in CI logs (no colour, no wide characters)."""
     lines = [
         f"Member segments from {summary.warehouse} ({summary.table})",
-        f"Total members: {summary.total_members:,}",
+        f"Total members: {summary.total_members:,}" + (f" (as of {summary.as_of})" if summary.as_of else ""),
     ]
     for breakdown in summary.breakdowns:
         width = max([len(breakdown.dimension), *(len(value) for value, _, _ in breakdown.rows)])
