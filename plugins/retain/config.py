@@ -55,3 +55,53 @@ def dbt_env() -> dict[str, str]:
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
         "DO_NOT_TRACK": "1",
     }
+
+
+_DRIVER_FOR_AIRFLOW_CONN_TYPE = {"postgres": "postgresql", "postgresql": "postgresql", "sqlite": "sqlite"}
+
+
+def _url_from_airflow_connection(raw: str) -> str:
+    """An Airflow connection (URI or JSON form) as a SQLAlchemy URL, without importing Airflow.
+
+    Airflow spells PostgreSQL ``postgres://``; SQLAlchemy wants ``postgresql://``. The connection's
+    ``schema`` (the URI path) is the database; query parameters are kept as driver options, except
+    Airflow's own ``__extra__``.
+    """
+    import json
+    from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+    raw = raw.strip()
+    if raw.startswith("{"):
+        conn = json.loads(raw)
+        scheme = _DRIVER_FOR_AIRFLOW_CONN_TYPE.get(conn.get("conn_type", ""), conn.get("conn_type", ""))
+        user = quote(conn.get("login") or "", safe="")
+        password = quote(conn.get("password") or "", safe="")
+        auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+        port = f":{conn['port']}" if conn.get("port") else ""
+        extra = conn.get("extra") or {}
+        if isinstance(extra, str):
+            extra = json.loads(extra) if extra else {}
+        query = urlencode({k: v for k, v in extra.items() if isinstance(v, str | int)})
+        return urlunsplit(
+            (scheme, f"{auth}{conn.get('host') or ''}{port}", f"/{conn.get('schema') or ''}", query, "")
+        )
+    parts = urlsplit(raw)
+    scheme = _DRIVER_FOR_AIRFLOW_CONN_TYPE.get(parts.scheme.replace("-", "_"), parts.scheme)
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "__extra__"])
+    return urlunsplit((scheme, parts.netloc, parts.path, query, ""))
+
+
+def ledger_url() -> str:
+    """The delivery ledger's SQLAlchemy URL.
+
+    ``RETAIN_LEDGER_URL`` wins; else the Airflow connection ``retain_ledger`` when it is defined in the
+    environment (``AIRFLOW_CONN_RETAIN_LEDGER``, production: PostgreSQL); else a SQLite file in
+    ``data/ledger.sqlite`` under the project root, so the demo needs no server.
+    """
+    env = os.environ.get("RETAIN_LEDGER_URL")
+    if env:
+        return env
+    conn = os.environ.get("AIRFLOW_CONN_RETAIN_LEDGER")
+    if conn:
+        return _url_from_airflow_connection(conn)
+    return f"sqlite:///{project_root() / 'data' / 'ledger.sqlite'}"
