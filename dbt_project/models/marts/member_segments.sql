@@ -54,6 +54,8 @@ final as (
 
     select
         members.member_id,
+        members.first_name,
+        members.last_name,
         members.country,
         members.locale,
         members.timezone,
