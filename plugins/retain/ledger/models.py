@@ -1,0 +1,175 @@
+"""The ledger's tables: one schema for SQLite and PostgreSQL, so tests on a file prove production.
+
+Addresses are never stored in clear: deliveries and suppressions hold a SHA-256 of the normalised
+address (see ``addresses``); the sender re-reads the address from the warehouse by ``member_id``.
+Timestamps are UTC; SQLite has no time zone type, so ``UTCDateTime`` stores naive UTC there and hands
+back aware datetimes on both backends.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+STATUSES = ("queued", "sending", "sent", "failed", "skipped")
+CHANNELS = ("email", "sms")
+SUPPRESSION_REASONS = (
+    "bounce",
+    "spamreport",
+    "unsubscribe",
+    "group_unsubscribe",
+    "stop",
+    "invalid",
+    "manual",
+)
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out; ``timestamptz`` on PostgreSQL, naive UTC text on SQLite."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("ledger timestamps must be timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class CampaignRun(Base):
+    """One Airflow run of one campaign; idempotent per (campaign, run_id)."""
+
+    __tablename__ = "campaign_runs"
+    __table_args__ = (UniqueConstraint("campaign", "run_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(200))
+    run_id: Mapped[str] = mapped_column(String(250))
+    logical_date: Mapped[datetime] = mapped_column(UTCDateTime())
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_marketing: Mapped[bool] = mapped_column(Boolean, default=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Delivery(Base):
+    """One intended message. The idempotency key makes a retry or re-run a no-op (see docs/ledger.md)."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("idempotency_key"),
+        CheckConstraint(_in("status", STATUSES), name="status"),
+        CheckConstraint(_in("channel", CHANNELS), name="channel"),
+        CheckConstraint("(status = 'skipped') = (skip_reason IS NOT NULL)", name="skip_reason"),
+        Index(None, "status", "campaign", "logical_date"),
+        Index(None, "member_id", "sent_at"),
+        Index(None, "provider", "provider_message_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(64))
+    run_pk: Mapped[int] = mapped_column(ForeignKey("campaign_runs.id"))
+    campaign: Mapped[str] = mapped_column(String(200))
+    journey_step: Mapped[str] = mapped_column(String(200))
+    member_id: Mapped[str] = mapped_column(String(100))
+    channel: Mapped[str] = mapped_column(String(10))
+    logical_date: Mapped[datetime] = mapped_column(UTCDateTime())
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_marketing: Mapped[bool] = mapped_column(Boolean, default=True)
+    address_hash: Mapped[str | None] = mapped_column(String(64))
+    template: Mapped[str | None] = mapped_column(String(200))
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(10), default="queued")
+    skip_reason: Mapped[str | None] = mapped_column(String(50))
+    provider: Mapped[str | None] = mapped_column(String(50))
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class DeliveryEvent(Base):
+    """A provider event (delivered, bounce, open...), stored once per provider event id."""
+
+    __tablename__ = "delivery_events"
+    __table_args__ = (UniqueConstraint("provider", "provider_event_id"), Index(None, "delivery_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(50))
+    provider_event_id: Mapped[str] = mapped_column(String(200))
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id"))
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    event_type: Mapped[str] = mapped_column(String(50))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Suppression(Base):
+    """Do not send on ``channel`` to an address (by hash) or to a member. Exactly one of the two is set."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (
+        UniqueConstraint("channel", "address_hash"),
+        UniqueConstraint("channel", "member_id"),
+        CheckConstraint("(address_hash IS NULL) <> (member_id IS NULL)", name="subject"),
+        CheckConstraint(_in("channel", CHANNELS), name="channel"),
+        CheckConstraint(_in("reason", SUPPRESSION_REASONS), name="reason"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(10))
+    address_hash: Mapped[str | None] = mapped_column(String(64))
+    member_id: Mapped[str | None] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(String(30))
+    source: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

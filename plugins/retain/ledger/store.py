@@ -1,0 +1,750 @@
+"""The ledger API: the source of truth for what was sent, safe with several task processes at once.
+
+Every operation is one short transaction. The dispatch layer's loop is::
+
+    run = ledger.start_run(campaign, run_id, logical_date)
+    ledger.enqueue(run, requests)               # insert-or-ignore on the idempotency key
+    while rows := ledger.claim(run, worker_id, 100):   # queued -> sending, never twice
+        ... send each row ...
+        ledger.mark_sent(row.id, ...) / ledger.mark_failed(row.id, ...)
+
+A row left in ``sending`` by a killed worker is *in doubt*: the provider may or may not have accepted
+it. It is never re-queued blindly; ``in_doubt()`` lists it and ``reconcile()`` records what the
+provider says happened (docs/ledger.md, "Crash and in-doubt policy").
+
+SQLite: WAL, ``busy_timeout`` and ``BEGIN IMMEDIATE`` for every transaction, so concurrent writers
+queue on the file lock instead of failing with "database is locked". PostgreSQL: ``claim`` uses
+``FOR UPDATE SKIP LOCKED``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from retain.ledger.models import (
+    CHANNELS,
+    SUPPRESSION_REASONS,
+    CampaignRun,
+    Delivery,
+    DeliveryEvent,
+    Suppression,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_S = 30
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_LEASE = timedelta(minutes=15)
+_CHUNK = 500  # rows per multi-row INSERT / IN (...) list: well under SQLite's bound-variable limit
+_KEY_VERSION = "retain-delivery-v1"
+
+
+class LedgerError(Exception):
+    """An operation that the state machine does not allow (e.g. mark_sent on a queued row)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Addresses: normalised, hashed, never kept in clear
+
+
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_EMAIL_IN_TEXT = re.compile(r"[^\s@<>\"'(),;:]+@[^\s@<>\"'(),;:]+\.[A-Za-z]{2,}")
+_PHONE_IN_TEXT = re.compile(r"(?<![\w+])\+?\d[\d ()./-]{6,18}\d(?!\w)")
+
+
+def normalise_address(channel: str, address: str) -> str:
+    """Email: trimmed and lower-cased. SMS: E.164 (``+`` and 7-15 digits; ``00`` prefix accepted,
+    spaces, dots, dashes and brackets dropped). The error never repeats the address."""
+    if channel == "email":
+        value = address.strip().lower()
+        if "@" not in value:
+            raise ValueError("not an email address (value withheld)")
+        return value
+    if channel == "sms":
+        value = re.sub(r"[\s().-]", "", address)
+        if value.startswith("00"):
+            value = "+" + value[2:]
+        if not _E164.match(value):
+            raise ValueError("not an E.164 phone number (value withheld)")
+        return value
+    raise ValueError(f"unknown channel {channel!r}")
+
+
+def address_hash(channel: str, address: str) -> str:
+    """sha256 hex of the normalised address: what the ledger stores instead of the address."""
+    return hashlib.sha256(normalise_address(channel, address).encode()).hexdigest()
+
+
+def redact(text: str) -> str:
+    """Replace anything that looks like an email address or phone number (provider error messages
+    often quote the recipient) before it is stored or logged."""
+    text = _EMAIL_IN_TEXT.sub("<email>", text)
+    return _PHONE_IN_TEXT.sub("<phone>", text)
+
+
+def _redact_payload(value: Any) -> Any:
+    """Provider webhook payloads carry the recipient (SendGrid ``email``, Twilio ``To``): every string
+    in them is passed through ``redact``, keys included."""
+    if isinstance(value, dict):
+        return {redact(str(k)): _redact_payload(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_payload(v) for v in value]
+    if isinstance(value, str):
+        return redact(value)
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Idempotency key
+
+
+def _as_utc(value: date | datetime) -> datetime:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("logical_date must be timezone-aware (Airflow's logical dates are UTC)")
+        return value.astimezone(UTC)
+    return datetime(value.year, value.month, value.day, tzinfo=UTC)
+
+
+def idempotency_key(
+    campaign: str,
+    journey_step: str,
+    member_id: str,
+    channel: str,
+    logical_date: date | datetime,
+    *,
+    dry_run: bool = False,
+) -> str:
+    """sha256 hex of ``retain-delivery-v1`` (``retain-delivery-v1-dry-run`` for dry runs), campaign,
+    journey step, member id, channel and the logical date as ``YYYY-MM-DDTHH:MM:SSZ`` in UTC (a plain
+    date means midnight UTC), joined with the unit separator U+001F. The run id is deliberately not in
+    it: a re-run of the same logical date must find the first run's rows."""
+    prefix = f"{_KEY_VERSION}-dry-run" if dry_run else _KEY_VERSION
+    when = _as_utc(logical_date).strftime("%Y-%m-%dT%H:%M:%SZ")
+    parts = (prefix, campaign, journey_step, str(member_id), channel, when)
+    if any("\x1f" in p for p in parts):
+        raise ValueError("key parts may not contain U+001F")
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Value objects
+
+
+@dataclass(frozen=True)
+class DeliveryRequest:
+    """One intended message as the audience step sees it. Give ``address`` (hashed on the spot, never
+    stored) or a precomputed ``address_hash``; ``skip_reason`` records the row as skipped."""
+
+    journey_step: str
+    member_id: str
+    channel: str
+    address: str | None = None
+    address_hash: str | None = None
+    template: str | None = None
+    content_hash: str | None = None
+    skip_reason: str | None = None
+
+    def __repr__(self) -> str:  # never show the address, even in a traceback
+        return (
+            f"DeliveryRequest(journey_step={self.journey_step!r}, member_id={self.member_id!r}, "
+            f"channel={self.channel!r}, skip_reason={self.skip_reason!r})"
+        )
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    campaign: str
+    run_id: str
+    logical_date: datetime
+    dry_run: bool
+    is_marketing: bool
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """What a sender needs: who, which channel, which content. The address is re-read from the
+    warehouse by ``member_id`` (and may be checked against ``address_hash``)."""
+
+    id: int
+    idempotency_key: str
+    campaign: str
+    journey_step: str
+    member_id: str
+    channel: str
+    logical_date: datetime
+    dry_run: bool
+    address_hash: str | None
+    template: str | None
+    content_hash: str | None
+    attempts: int
+    worker_id: str
+    claimed_at: datetime
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    new: int
+    existing: int
+
+
+# --------------------------------------------------------------------------------------------------
+# Engine
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Take the write lock up front: two processes that read-then-write never deadlock on a
+        # lock upgrade (SQLITE_BUSY that busy_timeout cannot wait out); they queue instead.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine configured for concurrent task processes on either backend."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+        _sqlite_setup(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+
+
+def _insert(conn: Connection, model: type) -> Any:
+    """A dialect INSERT that supports ON CONFLICT DO NOTHING ... RETURNING on both backends."""
+    ins = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    return ins(model)
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# --------------------------------------------------------------------------------------------------
+# The ledger
+
+
+class Ledger:
+    """The delivery ledger on one database. Open one per process (engines do not survive fork)."""
+
+    def __init__(self, engine: Engine, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+        self.engine = engine
+        self.max_attempts = max_attempts
+
+    @classmethod
+    def open(cls, url: str | None = None, *, migrate: bool = True, **kwargs: Any) -> Ledger:
+        """Open the ledger at ``url`` (default ``config.ledger_url()``), migrating it to head."""
+        if url is None:
+            from retain.config import ledger_url
+
+            url = ledger_url()
+        ledger = cls(make_engine(url), **kwargs)
+        if migrate:
+            ledger.migrate()
+        return ledger
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+    # -- schema ------------------------------------------------------------------------------------
+
+    def _alembic_config(self, connection: Connection) -> Any:
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.attributes["connection"] = connection
+        return cfg
+
+    def migrate(self, revision: str = "head") -> None:
+        """``alembic upgrade <revision>``, programmatically; safe when several processes do it at once."""
+        from alembic import command
+
+        with self.engine.connect() as conn:
+            command.upgrade(self._alembic_config(conn), revision)
+            conn.commit()
+
+    def downgrade(self, revision: str = "base") -> None:
+        from alembic import command
+
+        with self.engine.connect() as conn:
+            command.downgrade(self._alembic_config(conn), revision)
+            conn.commit()
+
+    def current_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"version_table": "ledger_alembic_version"})
+            return ctx.get_current_revision()
+
+    def table_names(self) -> list[str]:
+        return sorted(inspect(self.engine).get_table_names())
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # -- runs --------------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        campaign: str,
+        run_id: str,
+        logical_date: date | datetime,
+        dry_run: bool = False,
+        *,
+        is_marketing: bool = True,
+    ) -> Run:
+        """Record a campaign run; calling it again (task retry) returns the same run."""
+        values = {
+            "campaign": campaign,
+            "run_id": run_id,
+            "logical_date": _as_utc(logical_date),
+            "dry_run": dry_run,
+            "is_marketing": is_marketing,
+            "started_at": utcnow(),
+        }
+        with self._tx() as conn:
+            stmt = _insert(conn, CampaignRun).values(values)
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["campaign", "run_id"]))
+            row = conn.execute(
+                select(CampaignRun.__table__).where(
+                    CampaignRun.campaign == campaign, CampaignRun.run_id == run_id
+                )
+            ).one()
+        log.info("ledger run %s/%s (id %s, dry_run=%s)", campaign, run_id, row.id, row.dry_run)
+        return Run(row.id, row.campaign, row.run_id, row.logical_date, row.dry_run, row.is_marketing)
+
+    def finish_run(self, run: Run) -> None:
+        with self._tx() as conn:
+            conn.execute(update(CampaignRun).where(CampaignRun.id == run.id).values(finished_at=utcnow()))
+
+    # -- enqueue -----------------------------------------------------------------------------------
+
+    def enqueue(self, run: Run, deliveries: Iterable[DeliveryRequest]) -> EnqueueResult:
+        """Insert-or-ignore every intended message on its idempotency key. A retry or re-run of the
+        same logical date inserts nothing new; the first write wins (a row queued by the first run
+        stays queued even if the re-run would have skipped it, and vice versa)."""
+        now = utcnow()
+        rows = []
+        for req in deliveries:
+            if req.channel not in CHANNELS:
+                raise ValueError(f"unknown channel {req.channel!r}")
+            hashed = req.address_hash
+            if req.address is not None:
+                hashed = address_hash(req.channel, req.address)
+            rows.append(
+                {
+                    "idempotency_key": idempotency_key(
+                        run.campaign,
+                        req.journey_step,
+                        req.member_id,
+                        req.channel,
+                        run.logical_date,
+                        dry_run=run.dry_run,
+                    ),
+                    "run_pk": run.id,
+                    "campaign": run.campaign,
+                    "journey_step": req.journey_step,
+                    "member_id": str(req.member_id),
+                    "channel": req.channel,
+                    "logical_date": run.logical_date,
+                    "dry_run": run.dry_run,
+                    "is_marketing": run.is_marketing,
+                    "address_hash": hashed,
+                    "template": req.template,
+                    "content_hash": req.content_hash,
+                    "status": "skipped" if req.skip_reason else "queued",
+                    "skip_reason": req.skip_reason,
+                    "attempts": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        new = 0
+        for chunk in _chunks(rows):
+            with self._tx() as conn:
+                stmt = _insert(conn, Delivery).values(list(chunk))
+                stmt = stmt.on_conflict_do_nothing(index_elements=["idempotency_key"])
+                new += len(conn.execute(stmt.returning(Delivery.id)).all())
+        result = EnqueueResult(new=new, existing=len(rows) - new)
+        log.info("ledger enqueue run %s: %s new, %s existing", run.id, result.new, result.existing)
+        return result
+
+    # -- claim / outcome ---------------------------------------------------------------------------
+
+    def claim(
+        self,
+        run: Run | None = None,
+        worker_id: str = "worker",
+        limit: int = 100,
+        *,
+        campaign: str | None = None,
+    ) -> list[ClaimedDelivery]:
+        """Atomically move up to ``limit`` queued rows to ``sending`` for this worker. A run claims by
+        its campaign, logical date and dry-run flag (not its run id), so a re-run picks up what an
+        earlier run of the same date left queued. Two claimers never get the same row."""
+        cols = Delivery.__table__.c
+        conds = [cols.status == "queued"]
+        if run is not None:
+            conds += [
+                cols.campaign == run.campaign,
+                cols.logical_date == run.logical_date,
+                cols.dry_run == run.dry_run,
+            ]
+        elif campaign is not None:
+            conds.append(cols.campaign == campaign)
+        now = utcnow()
+        with self._tx() as conn:
+            pick = select(cols.id).where(*conds).order_by(cols.id).limit(limit)
+            if conn.dialect.name == "postgresql":
+                pick = pick.with_for_update(skip_locked=True)
+            ids = list(conn.execute(pick).scalars())
+            if not ids:
+                return []
+            claimed = conn.execute(
+                update(Delivery)
+                .where(cols.id.in_(ids), cols.status == "queued")
+                .values(
+                    status="sending",
+                    worker_id=worker_id,
+                    claimed_at=now,
+                    updated_at=now,
+                    attempts=cols.attempts + 1,
+                )
+                .returning(*(getattr(cols, f) for f in ClaimedDelivery.__dataclass_fields__))
+            ).all()
+        out = sorted((ClaimedDelivery(*row) for row in claimed), key=lambda d: d.id)
+        log.info("ledger claim by %s: %s rows", worker_id, len(out))
+        return out
+
+    def _transition(
+        self, conn: Connection, delivery_id: int, from_status: str, expect_worker: str | None, **values: Any
+    ) -> bool:
+        cols = Delivery.__table__.c
+        conds = [cols.id == delivery_id, cols.status == from_status]
+        if expect_worker is not None:
+            conds.append(cols.worker_id == expect_worker)
+        values["updated_at"] = utcnow()
+        return conn.execute(update(Delivery).where(*conds).values(**values)).rowcount == 1
+
+    def _status(self, conn: Connection, delivery_id: int) -> tuple[str, str | None, int]:
+        row = conn.execute(
+            select(Delivery.status, Delivery.provider_message_id, Delivery.attempts).where(
+                Delivery.id == delivery_id
+            )
+        ).one_or_none()
+        if row is None:
+            raise LedgerError(f"no delivery {delivery_id}")
+        return row.status, row.provider_message_id, row.attempts
+
+    def mark_sent(
+        self,
+        delivery_id: int,
+        provider: str,
+        provider_message_id: str | None,
+        *,
+        worker_id: str | None = None,
+        sent_at: datetime | None = None,
+    ) -> None:
+        """sending -> sent. Repeating it with the same message id is a no-op. With ``worker_id``, the
+        row must still be claimed by that worker."""
+        with self._tx() as conn:
+            ok = self._transition(
+                conn,
+                delivery_id,
+                "sending",
+                worker_id,
+                status="sent",
+                provider=provider,
+                provider_message_id=provider_message_id,
+                sent_at=sent_at or utcnow(),
+                last_error=None,
+            )
+            if not ok:
+                status, msg_id, _ = self._status(conn, delivery_id)
+                if not (status == "sent" and msg_id == provider_message_id):
+                    raise LedgerError(f"delivery {delivery_id} is {status}, not sending by this worker")
+        log.info("ledger delivery %s sent via %s (%s)", delivery_id, provider, provider_message_id)
+
+    def mark_failed(
+        self,
+        delivery_id: int,
+        error: str,
+        retryable: bool,
+        *,
+        worker_id: str | None = None,
+        provider: str | None = None,
+    ) -> str:
+        """sending -> queued when ``retryable`` and attempts < max_attempts, else -> failed. The error
+        is stored redacted. Returns the new status."""
+        error = redact(error)[:2000]
+        with self._tx() as conn:
+            status, _, attempts = self._status(conn, delivery_id)
+            if status != "sending":
+                raise LedgerError(f"delivery {delivery_id} is {status}, not sending")
+            new_status = "queued" if retryable and attempts < self.max_attempts else "failed"
+            values: dict[str, Any] = {"status": new_status, "last_error": error}
+            if provider:
+                values["provider"] = provider
+            if new_status == "queued":
+                values.update(worker_id=None, claimed_at=None)
+            if not self._transition(conn, delivery_id, "sending", worker_id, **values):
+                raise LedgerError(f"delivery {delivery_id} is not sending by this worker")
+        log.info("ledger delivery %s -> %s after attempt %s: %s", delivery_id, new_status, attempts, error)
+        return new_status
+
+    # -- in doubt ----------------------------------------------------------------------------------
+
+    def in_doubt(
+        self,
+        lease: timedelta = DEFAULT_LEASE,
+        *,
+        run: Run | None = None,
+        campaign: str | None = None,
+        now: datetime | None = None,
+    ) -> list[ClaimedDelivery]:
+        """Rows in ``sending`` whose claim is older than ``lease``: their worker died (or hangs) and the
+        provider may or may not have accepted the message. They stay in ``sending`` until reconciled."""
+        cols = Delivery.__table__.c
+        cutoff = (now or utcnow()) - lease
+        conds = [cols.status == "sending", cols.claimed_at <= cutoff]
+        if run is not None:
+            conds += [
+                cols.campaign == run.campaign,
+                cols.logical_date == run.logical_date,
+                cols.dry_run == run.dry_run,
+            ]
+        elif campaign is not None:
+            conds.append(cols.campaign == campaign)
+        fields = [getattr(cols, f) for f in ClaimedDelivery.__dataclass_fields__]
+        with self._tx() as conn:
+            rows = conn.execute(select(*fields).where(*conds).order_by(cols.id)).all()
+        return [ClaimedDelivery(*r) for r in rows]
+
+    def reconcile(
+        self,
+        delivery_id: int,
+        sent: bool,
+        provider_message_id: str | None = None,
+        *,
+        provider: str | None = None,
+        expected_claimed_at: datetime | None = None,
+    ) -> str:
+        """Resolve an in-doubt row from the provider's record: ``sent=True`` -> sent; ``sent=False`` ->
+        queued again (or failed once max_attempts is reached). ``expected_claimed_at`` (from
+        ``in_doubt``) guards against resolving a row that was claimed again meanwhile."""
+        cols = Delivery.__table__.c
+        with self._tx() as conn:
+            status, _, attempts = self._status(conn, delivery_id)
+            if status != "sending":
+                raise LedgerError(f"delivery {delivery_id} is {status}, not in doubt")
+            if sent:
+                values: dict[str, Any] = {
+                    "status": "sent",
+                    "provider_message_id": provider_message_id,
+                    "sent_at": utcnow(),
+                    "last_error": None,
+                }
+                if provider:
+                    values["provider"] = provider
+            else:
+                values = {
+                    "status": "queued" if attempts < self.max_attempts else "failed",
+                    "last_error": "in doubt after a crash; provider has no record of it",
+                    "worker_id": None,
+                    "claimed_at": None,
+                }
+            stmt = update(Delivery).where(cols.id == delivery_id, cols.status == "sending")
+            if expected_claimed_at is not None:
+                stmt = stmt.where(cols.claimed_at == expected_claimed_at)
+            if conn.execute(stmt.values(updated_at=utcnow(), **values)).rowcount != 1:
+                raise LedgerError(f"delivery {delivery_id} changed while reconciling")
+        log.info("ledger delivery %s reconciled -> %s", delivery_id, values["status"])
+        return values["status"]
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def record_event(
+        self,
+        provider: str,
+        provider_event_id: str,
+        event_type: str,
+        occurred_at: datetime,
+        payload: dict[str, Any] | None = None,
+        *,
+        delivery_id: int | None = None,
+        provider_message_id: str | None = None,
+    ) -> bool:
+        """Store a provider event once. Returns False for a replay (same provider event id). The
+        delivery is found by ``provider_message_id`` when ``delivery_id`` is not given; the payload is
+        stored with addresses redacted."""
+        with self._tx() as conn:
+            if delivery_id is None and provider_message_id is not None:
+                delivery_id = conn.execute(
+                    select(Delivery.id).where(
+                        Delivery.provider == provider, Delivery.provider_message_id == provider_message_id
+                    )
+                ).scalar()
+            stmt = _insert(conn, DeliveryEvent).values(
+                provider=provider,
+                provider_event_id=provider_event_id,
+                delivery_id=delivery_id,
+                provider_message_id=provider_message_id,
+                event_type=event_type,
+                occurred_at=occurred_at,
+                received_at=utcnow(),
+                payload=_redact_payload(payload) if payload is not None else None,
+            )
+            stmt = stmt.on_conflict_do_nothing(index_elements=["provider", "provider_event_id"])
+            inserted = conn.execute(stmt.returning(DeliveryEvent.id)).first() is not None
+        log.debug("ledger event %s/%s %s new=%s", provider, provider_event_id, event_type, inserted)
+        return inserted
+
+    # -- suppressions ------------------------------------------------------------------------------
+
+    def add_suppression(
+        self,
+        channel: str,
+        address: str | None = None,
+        member_id: str | None = None,
+        reason: str = "manual",
+        source: str | None = None,
+    ) -> int:
+        """Suppress an address (stored as its hash) and/or a member on one channel. Idempotent: an
+        existing suppression keeps its first reason. Returns how many rows were added (0-2)."""
+        if channel not in CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}")
+        if reason not in SUPPRESSION_REASONS:
+            raise ValueError(f"unknown suppression reason {reason!r}")
+        if address is None and member_id is None:
+            raise ValueError("give an address, a member_id or both")
+        subjects = []
+        if address is not None:
+            subjects.append(({"address_hash": address_hash(channel, address)}, ["channel", "address_hash"]))
+        if member_id is not None:
+            subjects.append(({"member_id": str(member_id)}, ["channel", "member_id"]))
+        added = 0
+        with self._tx() as conn:
+            for subject, conflict in subjects:
+                stmt = _insert(conn, Suppression).values(
+                    channel=channel, reason=reason, source=source, created_at=utcnow(), **subject
+                )
+                stmt = stmt.on_conflict_do_nothing(index_elements=conflict)
+                added += conn.execute(stmt.returning(Suppression.id)).first() is not None
+        log.info("ledger suppression %s/%s from %s: %s added", channel, reason, source, added)
+        return added
+
+    def is_suppressed(self, channel: str, address: str | None = None, member_id: str | None = None) -> bool:
+        return bool(self.suppressed(channel, [(member_id, address)]))
+
+    def suppressed(self, channel: str, recipients: Iterable[tuple[str | None, str | None]]) -> set[int]:
+        """Bulk check for a batch: ``recipients`` is a sequence of (member_id, address) pairs (either may
+        be None). Returns the positions of the suppressed ones."""
+        items = list(recipients)
+        hashes: dict[str, list[int]] = {}
+        members: dict[str, list[int]] = {}
+        for i, (member_id, address) in enumerate(items):
+            if address is not None:
+                # An unusable address cannot be suppressed by address; the member still can.
+                with suppress(ValueError):
+                    hashes.setdefault(address_hash(channel, address), []).append(i)
+            if member_id is not None:
+                members.setdefault(str(member_id), []).append(i)
+        out: set[int] = set()
+        with self._tx() as conn:
+            for lookup, column in ((hashes, Suppression.address_hash), (members, Suppression.member_id)):
+                for chunk in _chunks(list(lookup)):
+                    found = conn.execute(
+                        select(column).where(Suppression.channel == channel, column.in_(chunk))
+                    ).scalars()
+                    for value in found:
+                        out.update(lookup[value])
+        return out
+
+    # -- reporting ---------------------------------------------------------------------------------
+
+    def sent_counts(
+        self, member_ids: Iterable[str], since: datetime, *, channel: str | None = None
+    ) -> dict[str, int]:
+        """Marketing messages sent to each member since ``since``, across all campaigns (dry runs and
+        transactional runs excluded): the input to frequency caps. Every asked member is in the result."""
+        ids = [str(m) for m in member_ids]
+        counts = dict.fromkeys(ids, 0)
+        cols = Delivery.__table__.c
+        with self._tx() as conn:
+            for chunk in _chunks(ids):
+                conds = [
+                    cols.member_id.in_(chunk),
+                    cols.status == "sent",
+                    cols.sent_at >= since,
+                    cols.is_marketing.is_(True),
+                    cols.dry_run.is_(False),
+                ]
+                if channel is not None:
+                    conds.append(cols.channel == channel)
+                stmt = select(cols.member_id, func.count()).where(*conds).group_by(cols.member_id)
+                for member_id, n in conn.execute(stmt):
+                    counts[member_id] = n
+        return counts
+
+    def run_summary(self, run: Run) -> dict[str, Any]:
+        """Counts by status and by skip reason for the run's campaign and logical date."""
+        cols = Delivery.__table__.c
+        conds = [
+            cols.campaign == run.campaign,
+            cols.logical_date == run.logical_date,
+            cols.dry_run == run.dry_run,
+        ]
+        with self._tx() as conn:
+            by_status = dict(
+                conn.execute(select(cols.status, func.count()).where(*conds).group_by(cols.status)).all()
+            )
+            skipped = dict(
+                conn.execute(
+                    select(cols.skip_reason, func.count())
+                    .where(*conds, cols.status == "skipped")
+                    .group_by(cols.skip_reason)
+                ).all()
+            )
+        return {"total": sum(by_status.values()), "by_status": by_status, "skip_reasons": skipped}
+
+    def delivery(self, delivery_id: int) -> dict[str, Any]:
+        """One delivery row as a dict (for tests and the UI)."""
+        with self._tx() as conn:
+            row = conn.execute(select(Delivery.__table__).where(Delivery.id == delivery_id)).one()
+        return dict(row._mapping)

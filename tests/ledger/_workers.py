@@ -1,0 +1,73 @@
+"""Process bodies for the concurrency and crash tests (module-level so ``spawn`` can import them).
+
+A "send" appends ``<idempotency key> <message id>`` to a provider log file with one ``write`` on an
+O_APPEND descriptor: it stands in for the provider's own record, which survives our process being
+killed, exactly like a real provider's message log.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from retain.ledger import Ledger
+
+
+def message_id(key: str) -> str:
+    return f"msg-{key[:16]}"
+
+
+def provider_send(log_fd: int, key: str) -> str:
+    msg = message_id(key)
+    os.write(log_fd, f"{key} {msg}\n".encode())
+    return msg
+
+
+def read_provider_log(path: Path) -> list[tuple[str, str]]:
+    if not path.exists():
+        return []
+    return [tuple(line.split()) for line in path.read_text().splitlines() if line]  # type: ignore[misc]
+
+
+def claim_loop(url: str, campaign: str, worker_id: str, batch: int) -> list[int]:
+    """Claim until nothing is left; mark each claimed row sent. Returns the claimed ids."""
+    ledger = Ledger.open(url, migrate=False)
+    got: list[int] = []
+    try:
+        while rows := ledger.claim(campaign=campaign, worker_id=worker_id, limit=batch):
+            for row in rows:
+                got.append(row.id)
+                ledger.mark_sent(row.id, "test", f"m-{row.id}", worker_id=worker_id)
+    finally:
+        ledger.close()
+    return got
+
+
+def sender(url: str, campaign: str, worker_id: str, log_path: str, batch: int, delay: float) -> None:
+    """A sending worker: claim, "send" to the provider log, mark sent; until the queue is empty."""
+    ledger = Ledger.open(url, migrate=False)
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        while rows := ledger.claim(campaign=campaign, worker_id=worker_id, limit=batch):
+            for row in rows:
+                msg = provider_send(fd, row.idempotency_key)
+                time.sleep(delay)
+                ledger.mark_sent(row.id, "test", msg, worker_id=worker_id)
+    finally:
+        os.close(fd)
+        ledger.close()
+
+
+def send_then_hang(url: str, campaign: str, log_path: str, ready_path: str, claim: int, acked: int) -> None:
+    """Claim ``claim`` rows, send and mark ``acked`` of them, send one more without marking it (the
+    provider accepted it, the ledger never heard), then hang until killed."""
+    ledger = Ledger.open(url, migrate=False)
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    rows = ledger.claim(campaign=campaign, worker_id="doomed", limit=claim)
+    for row in rows[:acked]:
+        ledger.mark_sent(row.id, "test", provider_send(fd, row.idempotency_key), worker_id="doomed")
+    provider_send(fd, rows[acked].idempotency_key)
+    Path(ready_path).write_text("ready")
+    while True:
+        time.sleep(1)
