@@ -30,9 +30,11 @@ def read_provider_log(path: Path) -> list[tuple[str, str]]:
     return [tuple(line.split()) for line in path.read_text().splitlines() if line]  # type: ignore[misc]
 
 
-def claim_loop(url: str, campaign: str, worker_id: str, batch: int) -> list[int]:
-    """Claim until nothing is left; mark each claimed row sent. Returns the claimed ids."""
+def claim_loop(url: str, campaign: str, worker_id: str, batch: int, start_at: float) -> list[int]:
+    """From wall-clock ``start_at`` (so all workers overlap), claim until nothing is left; mark each
+    claimed row sent. Returns the claimed ids."""
     ledger = Ledger.open(url, migrate=False)
+    time.sleep(max(0.0, start_at - time.time()))
     got: list[int] = []
     try:
         while rows := ledger.claim(campaign=campaign, worker_id=worker_id, limit=batch):
@@ -71,3 +73,12 @@ def send_then_hang(url: str, campaign: str, log_path: str, ready_path: str, clai
     Path(ready_path).write_text("ready")
     while True:
         time.sleep(1)
+
+
+def open_and_report(url: str) -> str | None:
+    """Open (and so migrate) the ledger; several of these race on a fresh database."""
+    ledger = Ledger.open(url)
+    try:
+        return ledger.current_revision()
+    finally:
+        ledger.close()
