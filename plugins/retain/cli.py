@@ -21,8 +21,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Landing data: generate realistic sample files.", no_args_is_help=True)
 segments_app = typer.Typer(help="Inspect the member segments in the warehouse.", no_args_is_help=True)
+templates_app = typer.Typer(help="Email and SMS templates (docs/templates.md).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(segments_app, name="segments")
+app.add_typer(templates_app, name="templates")
 
 
 @app.callback()
@@ -71,6 +73,65 @@ def segments_summary() -> None:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=1) from exc
     typer.echo(segments.render_summary(summary))
+
+
+@templates_app.command("validate")
+def templates_validate(
+    templates_dir: Annotated[
+        Path | None, typer.Option(help="Templates folder. Default: RETAIN_TEMPLATES_DIR, else templates/.")
+    ] = None,
+    max_sms_segments: Annotated[int, typer.Option(min=1, help="Fail any SMS longer than this.")] = 2,
+) -> None:
+    """Render every template for every shipped locale against sample members; exit 1 on any problem."""
+    from retain.rendering import check_templates
+
+    report = check_templates(templates_dir, max_sms_segments=max_sms_segments)
+    typer.echo(report.table())
+    if not report.ok:
+        typer.echo(f"\n{len(report.problems)} problem(s):", err=True)
+        for problem in report.problems:
+            typer.echo(f"  {problem}", err=True)
+        raise typer.Exit(code=1)
+    typer.echo("\nAll templates valid.")
+
+
+@app.command("preview")
+def preview(
+    template: Annotated[
+        str, typer.Argument(help="Journey name, e.g. birthday (email/<name>/, sms/<name>.j2).")
+    ],
+    member: Annotated[int, typer.Option(help="member_id from member_segments (or a sample member).")],
+    locale: Annotated[str | None, typer.Option(help="Render as this locale instead of the member's.")] = None,
+    channel: Annotated[str | None, typer.Option(help="email or sms. Default: both that exist.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the email HTML here.")] = None,
+    templates_dir: Annotated[Path | None, typer.Option(help="Templates folder.")] = None,
+) -> None:
+    """Print one member's subject, text part and SMS; write the HTML to --out."""
+    from retain.rendering import preview as rendering_preview
+
+    if channel not in (None, "email", "sms"):
+        raise typer.BadParameter("--channel must be email or sms")
+    try:
+        result = rendering_preview.preview(
+            template, member, locale=locale, channel=channel, templates_dir=templates_dir
+        )
+    except Exception as exc:  # noqa: BLE001 - a preview reports any failure as a message, exit 1
+        typer.echo(f"{type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    typer.echo(f"member {member} ({result.member.get('locale')}, from {result.member_from})")
+    if result.email:
+        email = result.email
+        typer.echo(f"\n== email {template}  ({', '.join(email.sources)})")
+        typer.echo(f"Subject: {email.subject}\n\n{email.text}")
+        if out is not None:
+            out.write_text(email.html, encoding="utf-8")
+            typer.echo(f"\nHTML ({len(email.html):,} chars) written to {out}")
+        else:
+            typer.echo(f"\nHTML: {len(email.html):,} chars (use --out FILE to write it)")
+    if result.sms:
+        sms = result.sms
+        typer.echo(f"\n== sms {template}  ({sms.source}; {sms.encoding}, {sms.segments} segment(s))")
+        typer.echo(sms.text)
 
 
 if __name__ == "__main__":

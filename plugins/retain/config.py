@@ -41,6 +41,11 @@ def warehouse_path() -> Path:
     return _path_from_env("RETAIN_WAREHOUSE", "data/warehouse.duckdb")
 
 
+def templates_dir() -> Path:
+    """Email and SMS templates (``RETAIN_TEMPLATES_DIR``, default ``templates``); see docs/templates.md."""
+    return _path_from_env("RETAIN_TEMPLATES_DIR", "templates")
+
+
 def dbt_project_dir() -> Path:
     """The dbt project (``RETAIN_DBT_PROJECT_DIR``, default ``dbt_project``)."""
     return _path_from_env("RETAIN_DBT_PROJECT_DIR", "dbt_project")

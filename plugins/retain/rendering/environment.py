@@ -1,0 +1,234 @@
+"""The sandboxed Jinja environment and the renderer the send path calls.
+
+One ``Renderer`` per process and templates folder (``get_renderer``): Jinja compiles each template once and
+keeps it; HTML sources are CSS-inlined once as they load (``css.inline_source``). Per message the work is the
+template render, a memoised UTM rewrite of the links and, for SMS, the segment count.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, pass_context
+from jinja2.runtime import Context
+from jinja2.sandbox import SandboxedEnvironment
+
+from retain import config
+from retain.rendering import css, formatting, links, sms
+from retain.rendering.context import LOCALE_KEY, Campaign
+
+LOCALES_DIR = "locales"
+DEFAULT_TREE_LOCALE = "en-US"
+
+
+class RenderError(ValueError):
+    """A message could not be produced (bad template, SMS over its segment limit, opt-out missing)."""
+
+
+def _finalize(value: object) -> object:
+    # A null column prints as nothing, never as "None".
+    return "" if value is None else value
+
+
+@pass_context
+def _money(ctx: Context, amount: object, currency: str | None = None) -> str:
+    locale = ctx.get(LOCALE_KEY)
+    if currency is None:
+        member = ctx.get("member") or {}
+        currency = member.get("currency") if isinstance(member, Mapping) else None
+    return formatting.format_money(amount, currency or "USD", locale)
+
+
+@pass_context
+def _date(ctx: Context, value: object, format: str = "medium") -> str:  # noqa: A002 - Babel's name
+    return formatting.format_date_value(value, format, ctx.get(LOCALE_KEY))
+
+
+@pass_context
+def _number(ctx: Context, value: object) -> str:
+    return formatting.format_number(value, ctx.get(LOCALE_KEY))
+
+
+FILTERS = {"money": _money, "date_": _date, "number": _number}
+
+
+class InliningLoader(FileSystemLoader):
+    """Reads ``templates/``; HTML sources come back with their CSS inlined (once: Jinja caches the result)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(str(root), encoding="utf-8")
+        self.root = Path(root)
+        self._css: str | None = None
+
+    def get_source(self, environment, template):  # type: ignore[no-untyped-def]
+        source, filename, uptodate = super().get_source(environment, template)
+        if css.is_html_template(template):
+            if self._css is None:
+                self._css = css.layout_css(self.root)
+            source = css.inline_source(source, self._css)
+        return source, filename, uptodate
+
+
+def locale_chain(locale: str | None, default_locale: str | None = None) -> list[str]:
+    """``zh-CN`` -> [zh-CN, zh, <campaign default>, its language]; the default tree comes after these."""
+    chain: list[str] = []
+    for tag in (locale, default_locale):
+        if not tag:
+            continue
+        tag = tag.replace("_", "-")
+        for candidate in (tag, tag.split("-")[0]):
+            if candidate not in chain:
+                chain.append(candidate)
+    return chain
+
+
+class RetainEnvironment(SandboxedEnvironment):
+    """Includes and extends inside a locale variant look in the same locale folder first."""
+
+    def join_path(self, template: str, parent: str) -> str:
+        if parent.startswith(LOCALES_DIR + "/") and not template.startswith(LOCALES_DIR + "/"):
+            locale = parent.split("/")[1]
+            for candidate in locale_chain(locale):
+                name = f"{LOCALES_DIR}/{candidate}/{template}"
+                if name in self.known_names():
+                    return name
+        return template
+
+    @lru_cache(maxsize=1)  # noqa: B019 - one environment per process, lives as long as it
+    def known_names(self) -> frozenset[str]:
+        return frozenset(self.loader.list_templates()) if self.loader else frozenset()
+
+
+def make_environment(templates_dir: Path) -> RetainEnvironment:
+    env = RetainEnvironment(
+        loader=InliningLoader(Path(templates_dir)),
+        undefined=StrictUndefined,
+        autoescape=css.is_html_template,
+        finalize=_finalize,
+        auto_reload=False,
+        cache_size=-1,
+        keep_trailing_newline=False,
+        # Block tags on their own line leave no blank line behind (matters for text parts and SMS).
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(FILTERS)
+    return env
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    template: str
+    subject: str
+    html: str
+    text: str
+    sources: tuple[str, str, str]  # the files used for subject, html, text (after locale fallback)
+
+
+@dataclass(frozen=True)
+class RenderedSms:
+    template: str
+    text: str
+    encoding: str
+    segments: int
+    source: str
+
+
+class Renderer:
+    """Renders one campaign's emails and SMS; thread-safe once templates are loaded."""
+
+    def __init__(self, templates_dir: Path | str | None = None) -> None:
+        self.templates_dir = Path(templates_dir) if templates_dir is not None else config.templates_dir()
+        self.env = make_environment(self.templates_dir)
+        self._resolved: dict[tuple[str, str | None, str | None], str] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, path: str, locale: str | None, default_locale: str | None = None) -> str:
+        """The file to use for ``path`` (e.g. ``email/birthday/html.j2``) after the locale fallback chain."""
+        key = (path, locale, default_locale)
+        found = self._resolved.get(key)
+        if found is not None:
+            return found
+        names = self.env.known_names()
+        for candidate in locale_chain(locale, default_locale):
+            name = f"{LOCALES_DIR}/{candidate}/{path}"
+            if name in names:
+                found = name
+                break
+        else:
+            if path not in names:
+                raise TemplateNotFound(path)
+            found = path
+        with self._lock:
+            self._resolved[key] = found
+        return found
+
+    def _render(self, path: str, context: Mapping[str, Any], default_locale: str | None) -> tuple[str, str]:
+        name = self.resolve(path, context.get(LOCALE_KEY), default_locale)
+        return name, self.env.get_template(name).render(context)
+
+    def render_email(self, name: str, context: Mapping[str, Any], campaign: Campaign) -> RenderedEmail:
+        """Subject (one line), HTML (CSS inlined, UTM on links) and text part (always present)."""
+        subject_name, subject = self._render(f"email/{name}/subject.j2", context, campaign.default_locale)
+        html_name, html = self._render(f"email/{name}/html.j2", context, campaign.default_locale)
+        text_name, text = self._render(f"email/{name}/text.j2", context, campaign.default_locale)
+        utm = links.utm_params(campaign.name, "email", campaign.step or name)
+        skip = _skip_links(context)
+        subject = " ".join(subject.split())
+        text = text.strip()
+        if not text:
+            raise RenderError(f"email {name}: the text part rendered empty ({text_name})")
+        return RenderedEmail(
+            name,
+            subject,
+            links.tag_html(html, utm, skip),
+            links.tag_text(text, utm, skip),
+            (subject_name, html_name, text_name),
+        )
+
+    def render_sms(self, name: str, context: Mapping[str, Any], campaign: Campaign) -> RenderedSms:
+        """One SMS, checked: at most ``campaign.max_sms_segments`` and, if marketing, the opt-out text."""
+        source, body = self._render(f"sms/{name}.j2", context, campaign.default_locale)
+        # Babel separates "10,00 €" with a no-break space, which is not GSM-7: one would make the SMS UCS-2.
+        body = " ".join(body.replace("\u00a0", " ").replace("\u202f", " ").split())
+        utm = links.utm_params(campaign.name, "sms", campaign.step or name)
+        body = links.tag_text(body, utm, _skip_links(context))
+        info = sms.sms_info(body)
+        if info.segments > campaign.max_sms_segments:
+            raise RenderError(
+                f"sms {name} ({source}): {info.segments} {info.encoding} segments ({info.units} units), "
+                f"campaign maximum is {campaign.max_sms_segments}"
+            )
+        # The opt-out must be in the language the SMS is written in: the locale folder it came from.
+        locale = source.split("/")[1] if source.startswith(LOCALES_DIR + "/") else DEFAULT_TREE_LOCALE
+        if campaign.marketing and not sms.has_opt_out(body, locale):
+            raise RenderError(
+                f"sms {name} ({source}): marketing SMS must contain the opt-out text "
+                f"{sms.opt_out_text(locale)!r} (language of {source})"
+            )
+        return RenderedSms(name, body, info.encoding, info.segments, source)
+
+
+def _skip_links(context: Mapping[str, Any]) -> frozenset[str]:
+    link_map = context.get("links") or {}
+    return frozenset(u for u in (link_map.get("unsubscribe"), link_map.get("preferences")) if u)
+
+
+_RENDERERS: dict[Path, Renderer] = {}
+_RENDERERS_LOCK = threading.Lock()
+
+
+def get_renderer(templates_dir: Path | str | None = None) -> Renderer:
+    """The process-wide renderer for a templates folder (compiled templates are cached inside it)."""
+    path = Path(templates_dir) if templates_dir is not None else config.templates_dir()
+    key = path.resolve()
+    with _RENDERERS_LOCK:
+        renderer = _RENDERERS.get(key)
+        if renderer is None:
+            renderer = _RENDERERS[key] = Renderer(key)
+        return renderer

@@ -1,0 +1,187 @@
+"""What a member receives: escaping, locale fallback, money per locale, CSS inlined, UTM links, SMS counts."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from typer.testing import CliRunner
+
+from retain.cli import app
+from retain.rendering import Campaign, Renderer, build_context, locale_chain, sms_info
+from retain.rendering.formatting import format_money
+from retain.rendering.links import add_utm, utm_params
+
+from .conftest import FIXTURE_TEMPLATES, full_context, member
+
+SCRIPT = "<script>alert(1)</script>"
+
+
+def test_member_data_is_inert_in_html_and_plain_in_text(fixture_renderer, campaign):
+    email = fixture_renderer.render_email(
+        "welcome", full_context(member(first_name=SCRIPT), campaign), campaign
+    )
+    assert SCRIPT not in email.html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in email.html
+    assert f"Hello {SCRIPT}," in email.text  # text parts are not HTML: no entity soup
+    assert SCRIPT in email.subject
+
+
+def test_text_part_is_always_present(fixture_renderer, campaign):
+    email = fixture_renderer.render_email("welcome", full_context(member(), campaign), campaign)
+    assert email.text.startswith("Retain Shop") and "Hello Emma," in email.text
+
+
+def test_null_fields_render_as_nothing_not_none(fixture_renderer, campaign):
+    row = member(first_name=None)
+    email = fixture_renderer.render_email("welcome", full_context(row, campaign), campaign)
+    assert "None" not in email.subject + email.text + email.html
+
+
+def test_locale_chain():
+    assert locale_chain("zh-CN") == ["zh-CN", "zh"]
+    assert locale_chain("zh_TW", "de-DE") == ["zh-TW", "zh", "de-DE", "de"]
+
+
+@pytest.mark.parametrize(
+    ("locale", "default", "expected"),
+    [
+        ("zh-CN", "en-US", "locales/zh/email/welcome/subject.j2"),  # no zh-CN subject: language folder
+        ("zh-TW", "en-US", "locales/zh/email/welcome/subject.j2"),
+        ("de-DE", "en-US", "locales/de-DE/email/welcome/subject.j2"),
+        ("ja-JP", "en-US", "email/welcome/subject.j2"),  # nothing for ja: the default tree
+        ("ja-JP", "de-DE", "locales/de-DE/email/welcome/subject.j2"),  # campaign default before the tree
+        ("fr-FR", None, "email/welcome/subject.j2"),
+    ],
+)
+def test_locale_fallback(fixture_renderer, locale, default, expected):
+    assert fixture_renderer.resolve("email/welcome/subject.j2", locale, default) == expected
+
+
+def test_rendered_email_uses_the_locale_variant(fixture_renderer, campaign):
+    email = fixture_renderer.render_email("welcome", full_context(member("zh-CN"), campaign), campaign)
+    assert email.subject == "欢迎磊！您的Retain Shop礼物"
+    assert email.sources[0] == "locales/zh/email/welcome/subject.j2"
+
+
+@pytest.mark.parametrize(
+    ("locale", "expected"),
+    [
+        ("en-US", {"CNY": "CN¥300.00", "USD": "$42.00", "EUR": "€42.00", "JPY": "¥1,200"}),
+        ("zh-CN", {"CNY": "¥300.00", "USD": "US$42.00", "EUR": "€42.00", "JPY": "JP¥1,200"}),
+        ("de-DE", {"CNY": "300,00\xa0CN¥", "USD": "42,00\xa0$", "EUR": "42,00\xa0€", "JPY": "1.200\xa0¥"}),
+    ],
+)
+def test_money_per_locale_and_currency(locale, expected):
+    amounts = {"CNY": 300, "USD": Decimal("42"), "EUR": 42.0, "JPY": 1200}
+    assert {cur: format_money(amounts[cur], cur, locale) for cur in expected} == expected
+
+
+def test_money_filter_uses_the_member_locale(make_templates):
+    root = make_templates(
+        {"sms/m.j2": "{{ 42 | money('EUR') }} {{ member.monetary | money }} Reply STOP to opt out"}
+    )
+    campaign = Campaign("c")
+    row = member("de-DE", monetary=Decimal("1234.5"))
+    sms = Renderer(root).render_sms("m", build_context(row, campaign), campaign)
+    assert sms.text.startswith("42,00 € 1.234,50 €")  # no-break spaces made plain for GSM-7
+    assert sms.encoding == "GSM-7"
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding", "segments"),
+    [
+        ("a" * 160, "GSM-7", 1),
+        ("a" * 161, "GSM-7", 2),
+        ("a" * 306, "GSM-7", 2),
+        ("a" * 307, "GSM-7", 3),
+        ("€" * 80, "GSM-7", 1),  # extension table: 2 septets each
+        ("€" + "a" * 159, "GSM-7", 2),
+        ("中" * 70, "UCS-2", 1),
+        ("中" * 71, "UCS-2", 2),
+        ("中" * 134, "UCS-2", 2),
+        ("中" * 135, "UCS-2", 3),
+        ("a" * 60 + "😀", "UCS-2", 1),  # emoji forces UCS-2 and counts 2 units
+        ("a" * 69 + "😀", "UCS-2", 2),
+        ("", "GSM-7", 0),
+    ],
+)
+def test_sms_segments(text, encoding, segments):
+    info = sms_info(text)
+    assert (info.encoding, info.segments) == (encoding, segments)
+
+
+def test_euro_counts_two_septets():
+    assert sms_info("€").units == 2 and sms_info("{}").units == 4 and sms_info("é").units == 1
+
+
+def test_utm_keeps_query_and_fragment():
+    utm = utm_params("spring", "email", "day0")
+    assert (
+        add_utm("https://s.example.com/p?ref=rec#reviews", utm)
+        == "https://s.example.com/p?ref=rec&utm_source=retain&utm_medium=email&utm_campaign=spring"
+        "&utm_content=day0#reviews"
+    )
+    assert add_utm("https://s.example.com/?utm_source=x", utm).count("utm_source") == 1
+    assert add_utm("https://s.example.com/?a=1&amp;b=2", utm).startswith(
+        "https://s.example.com/?a=1&amp;b=2&amp;"
+    )
+
+
+def test_email_links_carry_utm_but_unsubscribe_is_untouched(fixture_renderer, campaign):
+    email = fixture_renderer.render_email("welcome", full_context(member(), campaign), campaign)
+    assert 'href="https://shop.example.com/?src=mail&amp;utm_source=retain&amp;utm_medium=email' in email.html
+    assert "utm_campaign=spring_welcome&amp;utm_content=day0#top" in email.html
+    assert 'href="https://shop.example.com/u/1000001?t=abc123"' in email.html
+    assert "Unsubscribe: https://shop.example.com/u/1000001?t=abc123\n" in email.text + "\n"
+    assert "https://shop.example.com/p/vitamin-c-serum?utm_source=retain&utm_medium=email" in email.text
+
+
+def test_css_is_inlined_once_per_template(make_templates, monkeypatch, campaign):
+    from retain.rendering import css
+
+    calls = []
+    original = css.inline_source
+    monkeypatch.setattr(
+        css, "inline_source", lambda source, sheet: calls.append(1) or original(source, sheet)
+    )
+    renderer = Renderer(FIXTURE_TEMPLATES)
+    for row in [member(), member("de-DE"), member("zh-CN")] * 5:
+        email = renderer.render_email("welcome", full_context(row, campaign), campaign)
+        assert 'style="padding: 8px;text-align: center" class="card"' in email.html
+        assert '<p style="font-weight: bold;color: #c0392b" class="price">' in email.html
+        assert "@media" in email.html  # the <style> block stays for clients that read it
+    assert len(calls) == 4  # html.j2, the layout and two partials: once each, not per message
+
+
+def test_a_tags_own_style_wins_and_jinja_in_tags_survives():
+    from retain.rendering.css import inline_source
+
+    out = inline_source(
+        '<td class="c" style="color: blue" data-x="{{ a > b }}">'
+        "{% for x in y %}<tr>{{ x }}</tr>{% endfor %}</td>",
+        ".c { color: red; padding: 1px }",
+    )
+    assert out == (
+        '<td class="c" style="color: red;padding: 1px; color: blue" data-x="{{ a > b }}">'
+        "{% for x in y %}<tr>{{ x }}</tr>{% endfor %}</td>"
+    )
+
+
+def test_preview_prints_subject_text_sms_and_writes_html(monkeypatch, tmp_path):
+    monkeypatch.setenv("RETAIN_TEMPLATES_DIR", str(FIXTURE_TEMPLATES))
+    monkeypatch.setenv("RETAIN_WAREHOUSE", str(tmp_path / "none.duckdb"))
+    out = tmp_path / "p.html"
+    result = CliRunner().invoke(app, ["preview", "welcome", "--member", "1000002", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Subject: Willkommen, Felix!" in result.output
+    assert "Hello Felix," in result.output
+    assert "Antworte STOP zum Abmelden" in result.output
+    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_preview_of_unknown_member_exits_1(monkeypatch, tmp_path):
+    monkeypatch.setenv("RETAIN_TEMPLATES_DIR", str(FIXTURE_TEMPLATES))
+    monkeypatch.setenv("RETAIN_WAREHOUSE", str(tmp_path / "none.duckdb"))
+    result = CliRunner().invoke(app, ["preview", "welcome", "--member", "42"])
+    assert result.exit_code == 1 and "member 42" in result.output
