@@ -7,6 +7,7 @@ formatter is memoised on (locale, value, currency/format): after warm-up a call 
 
 from __future__ import annotations
 
+import contextlib
 from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -45,11 +46,28 @@ def _money(locale: str, amount: Decimal, currency: str) -> str:
     return format_currency(amount, currency.upper(), locale=babel_locale(locale))
 
 
+_MONEY: dict[tuple[object, object, object], str] = {}
+
+
 def format_money(amount: object, currency: str, locale: str | None) -> str:
-    """``¥300.00`` (zh-CN, CNY), ``$42.00`` (en-US, USD), ``42,00 €`` (de-DE, EUR), ``￥1,200`` (JPY)."""
+    """``¥300.00`` (zh-CN, CNY), ``$42.00`` (en-US, USD), ``42,00 €`` (de-DE, EUR), ``￥1,200`` (JPY).
+
+    First a plain dict on the raw arguments (the hot path: one hash, no conversion), then the bounded
+    Babel cache. 10 == Decimal("10") == 10.0 share a key and a result, which is what we want.
+    """
+    key = (locale, currency, amount)
+    try:
+        return _MONEY[key]
+    except (KeyError, TypeError):
+        pass
     if amount is None or amount == "":
         return ""
-    return _money(locale or DEFAULT_LOCALE, _amount(amount), str(currency or "USD"))
+    result = _money(locale or DEFAULT_LOCALE, _amount(amount), str(currency or "USD"))
+    if len(_MONEY) > 100_000:
+        _MONEY.clear()
+    with contextlib.suppress(TypeError):  # an unhashable amount is formatted, just not memoised
+        _MONEY[key] = result
+    return result
 
 
 @lru_cache(maxsize=65_536)
@@ -83,3 +101,4 @@ def format_date_value(value: object, fmt: str, locale: str | None) -> str:
 def cache_clear() -> None:
     for fn in (_money, _number, _date, babel_locale):
         fn.cache_clear()
+    _MONEY.clear()
