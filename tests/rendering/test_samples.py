@@ -1,0 +1,59 @@
+"""Where templates and sample members come from: RETAIN_TEMPLATES_DIR, the warehouse (read-only), fixtures."""
+
+from __future__ import annotations
+
+import duckdb
+
+from retain import config
+from retain.rendering import check_templates
+from retain.rendering.context import warehouse_members
+from retain.rendering.links import tag_html, utm_params
+
+from .conftest import FIXTURE_TEMPLATES
+
+
+def test_templates_dir_defaults_to_templates_and_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("RETAIN_TEMPLATES_DIR", raising=False)
+    assert config.templates_dir() == config.project_root() / "templates"
+    monkeypatch.setenv("RETAIN_TEMPLATES_DIR", str(tmp_path))
+    assert config.templates_dir() == tmp_path
+
+
+def _warehouse(path):
+    con = duckdb.connect(str(path))
+    con.execute(
+        """
+        create table member_segments as select * from (values
+            (1, 'Ana', 'Silva', 'pt-BR', 'BRL', 'BR', 42.5::decimal(18, 2), 'gold', 'x@example.com'),
+            (2, null, null, 'zh-CN', 'CNY', 'CN', null, 'basic', null),
+            (3, '<i>Kai</i>', 'Müller', 'de-DE', 'EUR', 'DE', 10.0::decimal(18, 2), 'silver', null)
+        ) t(member_id, first_name, last_name, locale, currency, country, monetary, member_tier, email)
+        """
+    )
+    con.close()
+
+
+def test_sample_members_come_from_the_warehouse_read_only(tmp_path):
+    path = tmp_path / "wh.duckdb"
+    _warehouse(path)
+    rows = warehouse_members(path)
+    assert {r["member_id"] for r in rows} == {1, 2, 3}
+    assert "email" not in rows[0]  # only contract fields are read
+    assert warehouse_members(path, member_id=3)[0]["first_name"] == "<i>Kai</i>"
+    report = check_templates(FIXTURE_TEMPLATES, warehouse=path)
+    assert report.ok, report.problems
+    assert report.samples_from == f"warehouse {path}"
+
+
+def test_without_a_warehouse_the_fixture_members_are_used(tmp_path):
+    report = check_templates(FIXTURE_TEMPLATES, warehouse=tmp_path / "missing.duckdb")
+    assert report.ok and report.samples_from == "fixtures"
+
+
+def test_utm_on_single_quoted_and_spaced_hrefs():
+    utm = utm_params("c", "email", "s")
+    html = "<a href='https://a.example/x'>a</a> <a HREF = \"https://b.example/y?q=1#f\">b</a>"
+    out = tag_html(html, utm, frozenset())
+    assert "href='https://a.example/x?utm_source=retain&amp;utm_medium=email" in out
+    assert '"https://b.example/y?q=1&amp;utm_source=retain&amp;utm_medium=email&amp;utm_campaign=c' in out
+    assert out.count("utm_source") == 2
