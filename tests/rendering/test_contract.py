@@ -108,3 +108,19 @@ def test_cli_validate_exits_0_with_a_table(monkeypatch, tmp_path):
         and "sms/welcome" in result.output
         and "samples: fixtures" in result.output
     )
+
+
+def test_a_partial_may_use_the_loop_variable_of_its_includer_but_only_its_fields(make_templates):
+    card = "<p>{{ product.name }} {{ product.price | money(product.currency) }}</p>"
+    root = make_templates(
+        {
+            "partials/card.html.j2": card,
+            "partials/bad_card.html.j2": "<p>{{ product.sku }}</p>",
+            "email/promo/subject.j2": "Hi",
+            "email/promo/html.j2": '{% for product in products %}{% include "partials/card.html.j2" %}'
+            "{% endfor %}",
+            "email/promo/text.j2": "Hi {{ widget }}",
+        }
+    )
+    problems = [(p.template, p.variable) for p in check_templates(root).problems]
+    assert problems == [("email/promo/text.j2", "widget"), ("partials/bad_card.html.j2", "product.sku")]

@@ -143,8 +143,35 @@ def _base_name(node: nodes.Node) -> str | None:
     return node.name if isinstance(node, nodes.Name) else None
 
 
-def static_problems(renderer: Renderer, name: str) -> list[Problem]:
-    """Syntax, undeclared names, attributes outside the contract, and any ``_private`` attribute."""
+def _bindings(ast: nodes.Template) -> tuple[set[str], dict[str, str]]:
+    """Names a template binds (for, set, with targets) and which of them loop over a contract list."""
+    bound: set[str] = set()
+    aliases: dict[str, str] = {}
+    for node in ast.find_all(nodes.For | nodes.Assign | nodes.AssignBlock | nodes.With):
+        targets = node.targets if isinstance(node, nodes.With) else [node.target]
+        for target in targets:
+            found = [target] if isinstance(target, nodes.Name) else list(target.find_all(nodes.Name))
+            bound.update(n.name for n in found)
+        if isinstance(node, nodes.For) and isinstance(node.target, nodes.Name):
+            base = _base_name(node.iter)
+            if base in LIST_NAMES:
+                aliases[node.target.name] = base
+    return bound, aliases
+
+
+def static_problems(
+    renderer: Renderer,
+    name: str,
+    *,
+    partial_names: set[str] = frozenset(),
+    partial_aliases: dict[str, str] | None = None,
+) -> list[Problem]:
+    """Syntax, undeclared names, attributes outside the contract, and any ``_private`` attribute.
+
+    A partial (``partials/...``) may use a name its includer binds (``{% for product in products %}
+    {% include "partials/card.html.j2" %}``): ``partial_names`` are the names bound anywhere in the tree,
+    ``partial_aliases`` those bound to a contract list's items. Rendering still checks the real use.
+    """
     env = renderer.env
     try:
         source, filename, _ = env.loader.get_source(env, name)
@@ -155,6 +182,9 @@ def static_problems(renderer: Renderer, name: str) -> list[Problem]:
         return [Problem(name, None, None, f"{type(exc).__name__}: {exc}")]
     problems = []
     allowed = set(CONTRACT) | set(env.globals)
+    is_partial = "partials/" in name
+    if is_partial:
+        allowed |= set(partial_names)
     undeclared = meta.find_undeclared_variables(ast) - allowed
     for node in ast.find_all(nodes.Name):
         if node.ctx == "load" and node.name in undeclared:
@@ -163,11 +193,8 @@ def static_problems(renderer: Renderer, name: str) -> list[Problem]:
             )
             undeclared.discard(node.name)
     # Loop variables over a contract list (e.g. ``{% for p in products %}``) take the list's item fields.
-    item_aliases: dict[str, str] = {}
-    for loop in ast.find_all(nodes.For):
-        base = _base_name(loop.iter)
-        if base in LIST_NAMES and isinstance(loop.target, nodes.Name):
-            item_aliases[loop.target.name] = base
+    item_aliases = dict(partial_aliases or {}) if is_partial else {}
+    item_aliases.update(_bindings(ast)[1])
     for node in ast.find_all(nodes.Getattr | nodes.Getitem):
         attr = node.attr if isinstance(node, nodes.Getattr) else None
         if (
@@ -260,8 +287,19 @@ def check_templates(
     if not templates_dir.is_dir():
         static.append(Problem(str(templates_dir), None, None, "templates folder not found"))
         return ValidationReport(templates_dir, locales, samples_from, [], static)
-    for name in sorted(renderer.env.list_templates(filter_func=lambda n: n.endswith(".j2"))):
-        static.extend(static_problems(renderer, name))
+    names = sorted(renderer.env.list_templates(filter_func=lambda n: n.endswith(".j2")))
+    bound: set[str] = set()
+    aliases: dict[str, str] = {}
+    for name in names:
+        try:
+            source, filename, _ = renderer.env.loader.get_source(renderer.env, name)
+            tree_bound, tree_aliases = _bindings(renderer.env.parse(source, name, filename))
+        except TemplateError:
+            continue  # reported by static_problems below
+        bound |= tree_bound
+        aliases.update(tree_aliases)
+    for name in names:
+        static.extend(static_problems(renderer, name, partial_names=bound, partial_aliases=aliases))
 
     # Every member once per shipped locale (exercises each locale variant with varied data), and once with
     # their own locale (exercises the fallback chain, e.g. ja-JP -> default tree).
