@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from decimal import Decimal
 
 import pytest
@@ -185,3 +186,25 @@ def test_preview_of_unknown_member_exits_1(monkeypatch, tmp_path):
     monkeypatch.setenv("RETAIN_WAREHOUSE", str(tmp_path / "none.duckdb"))
     result = CliRunner().invoke(app, ["preview", "welcome", "--member", "42"])
     assert result.exit_code == 1 and "member 42" in result.output
+
+
+@pytest.mark.parametrize(
+    ("locale", "expected"),
+    [
+        ("en-US", "Jul 31, 2026 | July 31, 2026 | 1,234.5"),
+        ("zh-CN", "2026年7月31日 | 2026年7月31日 | 1,234.5"),
+        ("de-DE", "31.07.2026 | 31. Juli 2026 | 1.234,5"),
+    ],
+)
+def test_dates_and_numbers_per_locale(make_templates, locale, expected):
+    root = make_templates(
+        {
+            "sms/d.j2": "{{ offer.expires_at | date_ }} | {{ member.last_order_at | date_('long') }} | "
+            "{{ member.monetary | number }} Reply STOP to opt out"
+        }
+    )
+    campaign = Campaign("c")
+    row = member(locale, last_order_at=datetime(2026, 7, 31, 23, 0), monetary=Decimal("1234.5"))
+    ctx = build_context(row, campaign, offer={"code": "X", "expires_at": date(2026, 7, 31)})
+    text = Renderer(root).render_sms("d", ctx, Campaign("c", marketing=False)).text
+    assert text.startswith(expected)

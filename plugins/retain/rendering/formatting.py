@@ -13,7 +13,7 @@ from decimal import Decimal
 from functools import lru_cache
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_datetime
+from babel.dates import format_date
 from babel.numbers import format_currency, format_decimal
 
 DEFAULT_LOCALE = "en-US"
@@ -83,18 +83,18 @@ def format_number(value: object, locale: str | None) -> str:
 
 @lru_cache(maxsize=65_536)
 def _date(locale: str, value: date, fmt: str) -> str:
-    if isinstance(value, datetime):
-        return format_datetime(value, format=fmt, locale=babel_locale(locale))
     return format_date(value, format=fmt, locale=babel_locale(locale))
 
 
 def format_date_value(value: object, fmt: str, locale: str | None) -> str:
-    """A date or datetime (or ISO string) in the member's locale; ``fmt`` is short|medium|long|full or a
-    Babel pattern."""
+    """The calendar date of a date, datetime or ISO string in the member's locale (a timestamp's UTC date);
+    ``fmt`` is short|medium|long|full or a Babel pattern such as ``d MMMM``."""
     if value is None or value == "":
         return ""
     if isinstance(value, str):
         value = datetime.fromisoformat(value) if "T" in value or " " in value else date.fromisoformat(value)
+    if isinstance(value, datetime):
+        value = value.date()
     return _date(locale or DEFAULT_LOCALE, value, fmt)
 
 
