@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, pass_context
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateNotFound, pass_context
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -158,6 +158,8 @@ class Renderer:
         self.templates_dir = Path(templates_dir) if templates_dir is not None else config.templates_dir()
         self.env = make_environment(self.templates_dir)
         self._resolved: dict[tuple[str, str | None, str | None], str] = {}
+        # (path, locale, default) -> (file, compiled template): one dict lookup per part per message.
+        self._templates: dict[tuple[str, str | None, str | None], tuple[str, Template]] = {}
         self._lock = threading.Lock()
 
     def resolve(self, path: str, locale: str | None, default_locale: str | None = None) -> str:
@@ -181,8 +183,14 @@ class Renderer:
         return found
 
     def _render(self, path: str, context: Mapping[str, Any], default_locale: str | None) -> tuple[str, str]:
-        name = self.resolve(path, context.get(LOCALE_KEY), default_locale)
-        return name, self.env.get_template(name).render(context)
+        key = (path, context.get(LOCALE_KEY), default_locale)
+        found = self._templates.get(key)
+        if found is None:
+            name = self.resolve(*key)
+            found = (name, self.env.get_template(name))
+            with self._lock:
+                self._templates[key] = found
+        return found[0], found[1].render(context)
 
     def render_email(self, name: str, context: Mapping[str, Any], campaign: Campaign) -> RenderedEmail:
         """Subject (one line), HTML (CSS inlined, UTM on links) and text part (always present)."""
