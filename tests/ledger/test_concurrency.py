@@ -61,7 +61,8 @@ def test_four_processes_claim_2000_rows_exactly_once(ledger: Ledger, ledger_url:
     claimed = [i for ids in results for i in ids]
     assert len(claimed) == 2000
     assert len(set(claimed)) == 2000
-    assert all(results), "a worker got nothing: the claimers did not actually overlap"
+    # SQLite's busy handler is not fair: a waiting process can be starved for the whole (short) run.
+    assert sum(1 for ids in results if ids) >= 2, "the claimers did not actually overlap"
     run = ledger.start_run(CAMPAIGN, "scheduled__1", LOGICAL_DATE)
     assert ledger.run_summary(run)["by_status"] == {"sent": 2000}
     with ledger.engine.connect() as conn:

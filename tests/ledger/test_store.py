@@ -220,3 +220,24 @@ def test_sent_counts_cover_marketing_sends_across_campaigns_since_a_date(ledger:
     counts = ledger.sent_counts(["M00000", "M00001", "M00002", "nobody"], since)
     assert counts == {"M00000": 2, "M00001": 2, "M00002": 0, "nobody": 0}
     assert ledger.sent_counts(["M00000"], since, channel="sms") == {"M00000": 0}
+
+
+def test_a_run_id_cannot_change_its_logical_date(ledger: Ledger):
+    ledger.start_run("welcome", "manual__1", LOGICAL_DATE)
+    with pytest.raises(LedgerError):
+        ledger.start_run("welcome", "manual__1", datetime(2026, 7, 1, tzinfo=UTC))
+    with pytest.raises(LedgerError):
+        ledger.start_run("welcome", "manual__1", LOGICAL_DATE, dry_run=True)
+
+
+def test_readers_are_not_blocked_by_an_open_write_transaction(ledger: Ledger):
+    run = ledger.start_run("welcome", "scheduled__1", LOGICAL_DATE)
+    ledger.enqueue(run, requests(2))
+    other = Ledger.open(str(ledger.engine.url.render_as_string(hide_password=False)), migrate=False)
+    try:
+        with ledger.engine.begin() as writer:  # holds SQLite's write lock / PostgreSQL row locks
+            writer.exec_driver_sql("UPDATE deliveries SET last_error = 'x'")
+            assert other.run_summary(run)["by_status"] == {"queued": 2}
+            assert other.sent_counts(["M00000"], datetime.now(UTC) - timedelta(days=1)) == {"M00000": 0}
+    finally:
+        other.close()

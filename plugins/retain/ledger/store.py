@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -207,13 +208,32 @@ class EnqueueResult:
 # Engine
 
 
+def _enable_wal(cur: Any) -> None:
+    """Switch a file to WAL (persistent, so only the first connection really does it). The switch needs
+    an exclusive lock and SQLite may refuse it at once, without the busy handler, while processes open
+    a brand-new file together: retry until the busy timeout."""
+    import sqlite3
+
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            if cur.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() in ("wal", "memory"):
+                return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+        if time.monotonic() > deadline:
+            raise TimeoutError("could not switch the SQLite ledger to WAL mode")
+        time.sleep(0.05)
+
+
 def _sqlite_setup(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
-        cur.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(cur)
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
@@ -222,7 +242,9 @@ def _sqlite_setup(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         # Take the write lock up front: two processes that read-then-write never deadlock on a
         # lock upgrade (SQLITE_BUSY that busy_timeout cannot wait out); they queue instead.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only operations begin DEFERRED: under WAL they read a snapshot and never wait.
+        read_only = conn.get_execution_options().get("retain_read_only", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -315,7 +337,14 @@ class Ledger:
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
+        """A short write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
         with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A read-only transaction: a consistent snapshot that does not take SQLite's write lock."""
+        with self.engine.connect().execution_options(retain_read_only=True) as conn, conn.begin():
             yield conn
 
     # -- runs --------------------------------------------------------------------------------------
@@ -346,6 +375,8 @@ class Ledger:
                     CampaignRun.campaign == campaign, CampaignRun.run_id == run_id
                 )
             ).one()
+        if (row.logical_date, row.dry_run) != (values["logical_date"], dry_run):
+            raise LedgerError(f"run {campaign}/{run_id} exists with another logical date or dry-run flag")
         log.info("ledger run %s/%s (id %s, dry_run=%s)", campaign, run_id, row.id, row.dry_run)
         return Run(row.id, row.campaign, row.run_id, row.logical_date, row.dry_run, row.is_marketing)
 
@@ -552,7 +583,7 @@ class Ledger:
         elif campaign is not None:
             conds.append(cols.campaign == campaign)
         fields = [getattr(cols, f) for f in ClaimedDelivery.__dataclass_fields__]
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(select(*fields).where(*conds).order_by(cols.id)).all()
         return [ClaimedDelivery(*r) for r in rows]
 
@@ -686,7 +717,7 @@ class Ledger:
             if member_id is not None:
                 members.setdefault(str(member_id), []).append(i)
         out: set[int] = set()
-        with self._tx() as conn:
+        with self._read() as conn:
             for lookup, column in ((hashes, Suppression.address_hash), (members, Suppression.member_id)):
                 for chunk in _chunks(list(lookup)):
                     found = conn.execute(
@@ -706,7 +737,7 @@ class Ledger:
         ids = [str(m) for m in member_ids]
         counts = dict.fromkeys(ids, 0)
         cols = Delivery.__table__.c
-        with self._tx() as conn:
+        with self._read() as conn:
             for chunk in _chunks(ids):
                 conds = [
                     cols.member_id.in_(chunk),
@@ -730,7 +761,7 @@ class Ledger:
             cols.logical_date == run.logical_date,
             cols.dry_run == run.dry_run,
         ]
-        with self._tx() as conn:
+        with self._read() as conn:
             by_status = dict(
                 conn.execute(select(cols.status, func.count()).where(*conds).group_by(cols.status)).all()
             )
@@ -745,6 +776,6 @@ class Ledger:
 
     def delivery(self, delivery_id: int) -> dict[str, Any]:
         """One delivery row as a dict (for tests and the UI)."""
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(select(Delivery.__table__).where(Delivery.id == delivery_id)).one()
         return dict(row._mapping)
