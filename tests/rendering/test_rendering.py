@@ -208,3 +208,27 @@ def test_dates_and_numbers_per_locale(make_templates, locale, expected):
     ctx = build_context(row, campaign, offer={"code": "X", "expires_at": date(2026, 7, 31)})
     text = Renderer(root).render_sms("d", ctx, Campaign("c", marketing=False)).text
     assert text.startswith(expected)
+
+
+def test_a_locale_variant_extends_and_includes_its_own_locale_layout_and_partials(make_templates):
+    block = "{% block content %}{% endblock %}\n"
+    extends = '{% extends "layouts/base_email.text.j2" %}{% block content %}'
+    sign = '{% include "partials/sign.j2" %}{% endblock %}'
+    root = make_templates(
+        {
+            "layouts/base_email.text.j2": block + "Unsubscribe: {{ links.unsubscribe }}",
+            "locales/zh-CN/layouts/base_email.text.j2": block + "退订：{{ links.unsubscribe }}",
+            "partials/sign.j2": "The team",
+            "locales/zh/partials/sign.j2": "团队",
+            "email/hi/subject.j2": "Hi",
+            "email/hi/html.j2": "<p>Hi</p>",
+            "email/hi/text.j2": extends + "Hi. " + sign,
+            "locales/zh-CN/email/hi/text.j2": extends + "你好。" + sign,
+        }
+    )
+    campaign = Campaign("c")
+    renderer = Renderer(root)
+    zh = renderer.render_email("hi", build_context(member("zh-CN"), campaign), campaign)
+    en = renderer.render_email("hi", build_context(member("en-US"), campaign), campaign)
+    assert zh.text.startswith("你好。团队\n退订：")  # zh-CN layout, zh partial (language fallback)
+    assert en.text.startswith("Hi. The team\nUnsubscribe: ")
