@@ -211,7 +211,7 @@ def test_dates_and_numbers_per_locale(make_templates, locale, expected):
 
 
 def test_a_locale_variant_extends_and_includes_its_own_locale_layout_and_partials(make_templates):
-    block = "{% block content %}{% endblock %}\n"
+    block = "{% block content %}{% endblock %}\n\n"  # trim_blocks eats the first newline
     extends = '{% extends "layouts/base_email.text.j2" %}{% block content %}'
     sign = '{% include "partials/sign.j2" %}{% endblock %}'
     root = make_templates(
@@ -231,4 +231,4 @@ def test_a_locale_variant_extends_and_includes_its_own_locale_layout_and_partial
     zh = renderer.render_email("hi", build_context(member("zh-CN"), campaign), campaign)
     en = renderer.render_email("hi", build_context(member("en-US"), campaign), campaign)
     assert zh.text.startswith("你好。团队\n退订：")  # zh-CN layout, zh partial (language fallback)
-    assert en.text.startswith("Hi. The team\nUnsubscribe: ")
+    assert en.text == "Hi. The team\nUnsubscribe:"
