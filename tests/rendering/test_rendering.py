@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from retain.cli import app
-from retain.rendering import Campaign, Renderer, build_context, locale_chain, sms_info
+from retain.rendering import Campaign, Renderer, build_context, check_templates, locale_chain, sms_info
 from retain.rendering.formatting import format_money
 from retain.rendering.links import add_utm, utm_params
 
@@ -232,3 +232,16 @@ def test_a_locale_variant_extends_and_includes_its_own_locale_layout_and_partial
     en = renderer.render_email("hi", build_context(member("en-US"), campaign), campaign)
     assert zh.text.startswith("你好。团队\n退订：")  # zh-CN layout, zh partial (language fallback)
     assert en.text == "Hi. The team\nUnsubscribe:"
+
+
+def test_formatters_work_as_filters_and_as_functions(make_templates):
+    root = make_templates(
+        {
+            "sms/f.j2": "{{ money(42, 'EUR') }}|{{ 42 | money('EUR') }}|{{ number(1234) }} "
+            "Reply STOP to opt out"
+        }
+    )
+    campaign = Campaign("c")
+    assert check_templates(root).ok
+    sms = Renderer(root).render_sms("f", build_context(member("de-DE"), campaign), campaign)
+    assert sms.text.startswith("42,00 €|42,00 €|1.234 ")

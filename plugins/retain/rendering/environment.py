@@ -130,6 +130,9 @@ def make_environment(templates_dir: Path) -> RetainEnvironment:
         lstrip_blocks=True,
     )
     env.filters.update(FILTERS)
+    env.globals.update(
+        FILTERS
+    )  # {{ p.price | money(p.currency) }} and {{ money(p.price, p.currency) }} both work
     return env
 
 
