@@ -245,3 +245,13 @@ def test_formatters_work_as_filters_and_as_functions(make_templates):
     assert check_templates(root).ok
     sms = Renderer(root).render_sms("f", build_context(member("de-DE"), campaign), campaign)
     assert sms.text.startswith("42,00 €|42,00 €|1.234 ")
+
+
+def test_babel_spaces_and_fullwidth_yen_do_not_force_ucs2_in_sms(make_templates):
+    root = make_templates(
+        {"sms/y.j2": "{{ 1200 | money('JPY') }} {{ 42 | money('EUR') }} Reply STOP to opt out"}
+    )
+    campaign = Campaign("c")
+    sms = Renderer(root).render_sms("y", build_context(member("ja-JP"), campaign), campaign)
+    assert sms.text == "¥1,200 €42.00 Reply STOP to opt out"
+    assert sms.encoding == "GSM-7"

@@ -217,8 +217,9 @@ class Renderer:
     def render_sms(self, name: str, context: Mapping[str, Any], campaign: Campaign) -> RenderedSms:
         """One SMS, checked: at most ``campaign.max_sms_segments`` and, if marketing, the opt-out text."""
         source, body = self._render(f"sms/{name}.j2", context, campaign.default_locale)
-        # Babel separates "10,00 €" with a no-break space, which is not GSM-7: one would make the SMS UCS-2.
-        body = " ".join(body.replace("\u00a0", " ").replace("\u202f", " ").split())
+        # Babel writes "10,00 €" with a no-break space and ja-JP yen as fullwidth "￥": neither is GSM-7, and
+        # one of them would make the whole SMS UCS-2 (70 characters a segment instead of 160).
+        body = " ".join(body.translate(_SMS_NORMALISE).split())
         utm = links.utm_params(campaign.name, "sms", campaign.step or name)
         body = links.tag_text(body, utm, _skip_links(context))
         info = sms.sms_info(body)
@@ -235,6 +236,9 @@ class Renderer:
                 f"{sms.opt_out_text(locale)!r} (language of {source})"
             )
         return RenderedSms(name, body, info.encoding, info.segments, source)
+
+
+_SMS_NORMALISE = str.maketrans({"\u00a0": " ", "\u202f": " ", "\uffe5": "¥"})
 
 
 def _skip_links(context: Mapping[str, Any]) -> frozenset[str]:
