@@ -1,0 +1,243 @@
+"""A local stand-in for Twilio's Programmable Messaging API (Messages resource) and its request signing.
+
+Follows the documented contract (docs: "Message resource: create a Message", error codes 20003, 20429,
+21211, 21602, 21603, 21604, 21610, 21617, "Webhooks security"). See docs/test-servers.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import math
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import parse_qs
+
+from retain.testing._server import LocalProviderServer, Response
+from retain.testing.faults import Faults, Outcome
+
+API_VERSION = "2010-04-01"
+_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<sid>[^/]+)/Messages\.json$")
+E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+MAX_BODY_CHARS = 1600
+GSM7_BASIC = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENSION = set("^{}\\[~]|€\f")
+
+
+def num_segments(body: str) -> int:
+    """SMS segments: GSM-7 (extension chars count twice) 160/153, else UCS-2 code units 70/67."""
+    if all(c in GSM7_BASIC or c in GSM7_EXTENSION for c in body):
+        n = sum(2 if c in GSM7_EXTENSION else 1 for c in body)
+        single, multi = 160, 153
+    else:
+        n = len(body.encode("utf-16-le")) // 2
+        single, multi = 70, 67
+    return 1 if n <= single else math.ceil(n / multi)
+
+
+def twilio_signature(auth_token: str, url: str, params: Mapping[str, Any] | None = None) -> str:
+    """X-Twilio-Signature: base64(HMAC-SHA1(auth_token, url + each param name and value, sorted by name))."""
+    s = url
+    for name in sorted(params or {}):
+        value = (params or {})[name]
+        values = value if isinstance(value, list | tuple) else [value]
+        for v in sorted(str(x) for x in values):
+            s += name + v
+    digest = hmac.new(auth_token.encode(), s.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+@dataclass(frozen=True)
+class SentSms:
+    """One accepted message."""
+
+    sid: str
+    to: str
+    from_: str | None
+    messaging_service_sid: str | None
+    body: str
+    status_callback: str | None
+    num_segments: int
+    received_at: float
+
+
+def _error(status: int, code: int, message: str, **headers: str) -> Response:
+    return Response.json(
+        status,
+        {
+            "code": code,
+            "message": message,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            "status": status,
+        },
+        headers,
+    )
+
+
+class TwilioServer(LocalProviderServer):
+    """``with TwilioServer() as tw: client = tw.client()``: an official ``twilio.rest.Client`` aimed here."""
+
+    def __init__(
+        self,
+        account_sid: str = "AC" + "0" * 32,
+        auth_token: str = "test-auth-token",
+        *,
+        opted_out: Iterable[str] = (),
+        faults: Faults | None = None,
+        **fault_knobs: Any,
+    ) -> None:
+        super().__init__(faults, **fault_knobs)
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.opted_out = set(opted_out)
+
+    def client(self, timeout: float | None = None) -> Any:
+        """An official Twilio client whose API base URL is this server."""
+        from twilio.http.http_client import TwilioHttpClient
+        from twilio.rest import Client
+
+        c = Client(self.account_sid, self.auth_token, http_client=TwilioHttpClient(timeout=timeout))
+        c.api.base_url = self.url
+        return c
+
+    def too_large(self, length: int) -> Response:
+        return _error(413, 20413, "Request entity too large")  # not documented for Messages; see docs
+
+    def handle(self, method: str, path: str, headers: Any, body: bytes) -> Response:
+        self._sleep_latency()
+        m = _PATH.match(path.split("?")[0])
+        if not m:
+            return _error(404, 20404, "The requested resource was not found")
+        if method != "POST":
+            return _error(405, 20004, "Method not allowed")
+        auth = headers.get("Authorization") or ""
+        try:
+            user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
+            ok = auth.startswith("Basic ") and (user, password) == (self.account_sid, self.auth_token)
+        except ValueError:
+            ok = False
+        if not ok or m["sid"] != self.account_sid:
+            return _error(401, 20003, "Authenticate")
+
+        outcome = self.faults.decide()
+        if outcome in (Outcome.RATE_LIMITED, Outcome.THROTTLED):
+            return _error(429, 20429, "Too Many Requests")
+        if outcome is Outcome.ERROR_500:
+            return _error(500, 20500, "Internal Server Error")
+        if outcome is Outcome.ERROR_503:
+            return _error(503, 20503, "Service Unavailable")
+
+        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
+        to, frm, mss = form.get("To"), form.get("From"), form.get("MessagingServiceSid")
+        text = form.get("Body")
+        if not to:
+            return _error(400, 21604, "A 'To' phone number is required.")
+        if not frm and not mss:
+            return _error(
+                400, 21603, "A 'From' or 'MessagingServiceSid' parameter is required to send a message."
+            )
+        if not text and not form.get("MediaUrl"):
+            return _error(400, 21602, "Message body is required.")
+        if text and len(text) > MAX_BODY_CHARS:
+            return _error(400, 21617, "The concatenated message body exceeds the 1600 character limit.")
+        if not E164.match(to):
+            return _error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        if to in self.opted_out:
+            return _error(400, 21610, "Attempt to send to unsubscribed recipient")
+
+        sid = "SM" + secrets.token_hex(16)
+        now = time.time()
+        segments = num_segments(text or "")
+        record = SentSms(sid, to, frm, mss, text or "", form.get("StatusCallback"), segments, now)
+        date = formatdate(now, usegmt=False).replace("-0000", "+0000")
+        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sid}.json"
+        resource = {
+            "account_sid": self.account_sid,
+            "api_version": API_VERSION,
+            "body": text or "",
+            "date_created": date,
+            "date_sent": None,
+            "date_updated": date,
+            "direction": "outbound-api",
+            "error_code": None,
+            "error_message": None,
+            "from": frm,
+            "messaging_service_sid": mss,
+            "num_media": "0",
+            "num_segments": str(segments),
+            "price": None,
+            "price_unit": "USD",
+            "sid": sid,
+            "status": "queued" if frm else "accepted",
+            "subresource_uris": {"media": uri.replace(".json", "/Media.json")},
+            "to": to,
+            "uri": uri,
+        }
+        if outcome is Outcome.TIMEOUT:
+            if self.faults.faults.timeout_after_accept:
+                self._record([record])
+            time.sleep(self.faults.faults.timeout_s)
+            return Response.json(201, resource)
+        self._record([record])
+        return Response.json(201, resource)
+
+    def _key(self, key: str | Callable[[SentSms], Any]) -> Callable[[SentSms], Any]:
+        if callable(key):
+            return key
+        return lambda r: getattr(r, key)
+
+    # -- webhooks Twilio would send to us --------------------------------------------------------------
+    def signed_callback(self, url: str, params: Mapping[str, Any]) -> dict[str, str]:
+        """Headers for a form POST of ``params`` to ``url`` as Twilio signs it with this account's token."""
+        return {
+            "X-Twilio-Signature": twilio_signature(self.auth_token, url, params),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+
+    def status_callback_params(
+        self, record: SentSms, status: str = "delivered", error_code: int | None = None
+    ) -> dict[str, str]:
+        """The form fields of a status callback for one recorded message."""
+        params = {
+            "AccountSid": self.account_sid,
+            "ApiVersion": API_VERSION,
+            "MessageSid": record.sid,
+            "SmsSid": record.sid,
+            "MessageStatus": status,
+            "SmsStatus": status,
+            "To": record.to,
+            "From": record.from_ or "",
+        }
+        if record.messaging_service_sid:
+            params["MessagingServiceSid"] = record.messaging_service_sid
+        if error_code is not None:
+            params["ErrorCode"] = str(error_code)
+        return params
+
+    def inbound_params(self, from_: str, to: str, body: str = "STOP") -> dict[str, str]:
+        """The form fields of an inbound message (e.g. STOP) Twilio posts to the number's webhook."""
+        sid = "SM" + secrets.token_hex(16)
+        return {
+            "AccountSid": self.account_sid,
+            "ApiVersion": API_VERSION,
+            "MessageSid": sid,
+            "SmsMessageSid": sid,
+            "SmsSid": sid,
+            "From": from_,
+            "To": to,
+            "Body": body,
+            "NumMedia": "0",
+            "NumSegments": str(num_segments(body)),
+            "OptOutType": "STOP"
+            if body.strip().upper() in {"STOP", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"}
+            else "",
+        }
