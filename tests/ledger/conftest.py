@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -20,12 +21,27 @@ PG_ADMIN_URL = os.environ.get("RETAIN_TEST_PG_URL", "postgresql://postgres@127.0
 LOGICAL_DATE = date(2026, 6, 30)
 
 
+def _drop_stale_databases(conn) -> None:
+    """Drop test databases left by sessions that were killed before their teardown (their pid, in the
+    name, is gone). Only for a server on this machine, where the pid means something."""
+    if make_url(PG_ADMIN_URL).host not in ("127.0.0.1", "localhost", None):
+        return
+    names = conn.execute(
+        text("SELECT datname FROM pg_database WHERE datname LIKE 'retain\\_ledger\\_test\\_%'")
+    ).scalars()
+    for stale in list(names):
+        pid = stale.split("_")[3]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     name = f"retain_ledger_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
+            _drop_stale_databases(conn)
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except OperationalError as exc:
         admin.dispose()

@@ -125,7 +125,9 @@ def test_killing_workers_at_random_points_never_sends_twice_nor_loses_a_message(
     assert [p.exitcode for p in procs] == [-signal.SIGKILL, -signal.SIGKILL, 0]
 
     in_doubt = ledger.in_doubt(timedelta(0), run=run)
-    assert 1 <= len(in_doubt) <= 14  # at most one claimed batch per killed worker
+    # At most one claimed batch per killed worker; possibly none, when the kill fell between batches
+    # or inside an uncommitted claim (the deterministic test above always leaves rows in doubt).
+    assert len(in_doubt) <= 14, ledger.run_summary(run)
     assert {r.worker_id for r in in_doubt} <= {"w0", "w1"}
     reconcile_from_provider_log(ledger, log_path)
     _workers.sender(ledger_url, CAMPAIGN, "after-crash", str(log_path), 50, 0)
