@@ -64,6 +64,8 @@ def test_wrong_credentials_are_20003():
         ({"to": "+14155550100", "body": "x"}, 21603),
         ({"to": "+14155550100", "from_": FROM}, 21602),
         ({"to": "+14155550100", "from_": FROM, "body": "x" * 1601}, 21617),
+        ({"to": "+14155550100", "from_": "14155550199", "body": "x"}, 21212),
+        ({"to": "+14155550100", "messaging_service_sid": "MG1", "body": "x"}, 21705),
     ],
 )
 def test_invalid_requests_raise_the_documented_codes(tw, kwargs, code):
@@ -104,6 +106,18 @@ def test_timeouts(after_accept):
         with pytest.raises(Exception, match="(?i)timed? ?out"):
             tw.client(timeout=0.1).messages.create(to="+14155550100", from_=FROM, body="x")
         assert len(tw.received) == (1 if after_accept else 0)
+
+
+def test_alphanumeric_sender_ids_are_accepted(tw):
+    assert tw.client().messages.create(to="+447700900123", from_="Retain", body="x").status == "queued"
+
+
+def test_keep_alive_clients_are_not_stalled_by_nagle(tw):
+    c = tw.client()
+    t = time.perf_counter()
+    for _ in range(100):
+        c.messages.create(to="+14155550100", from_=FROM, body="x")
+    assert time.perf_counter() - t < 2.0  # ~0.1 s here; 40 ms a call when Nagle bites
 
 
 def test_latency():

@@ -25,6 +25,8 @@ from retain.testing.faults import Faults, Outcome
 API_VERSION = "2010-04-01"
 _PATH = re.compile(r"^/2010-04-01/Accounts/(?P<sid>[^/]+)/Messages\.json$")
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+ALPHANUMERIC_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
+MESSAGING_SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
 MAX_BODY_CHARS = 1600
 GSM7_BASIC = set(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -149,6 +151,10 @@ class TwilioServer(LocalProviderServer):
             return _error(400, 21602, "Message body is required.")
         if text and len(text) > MAX_BODY_CHARS:
             return _error(400, 21617, "The concatenated message body exceeds the 1600 character limit.")
+        if frm and not (E164.match(frm) or ALPHANUMERIC_SENDER.match(frm)):
+            return _error(400, 21212, f"The 'From' number {frm} is not a valid phone number or shortcode.")
+        if mss and not MESSAGING_SERVICE_SID.match(mss):
+            return _error(400, 21705, "Invalid Messaging Service Sid")
         if not E164.match(to):
             return _error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
         if to in self.opted_out:
