@@ -183,7 +183,7 @@ class TwilioServer(LocalProviderServer):
             "price": None,
             "price_unit": "USD",
             "sid": sid,
-            "status": "queued" if frm else "accepted",
+            "status": "accepted" if mss else "queued",
             "subresource_uris": {"media": uri.replace(".json", "/Media.json")},
             "to": to,
             "uri": uri,
