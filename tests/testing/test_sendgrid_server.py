@@ -189,7 +189,7 @@ def test_injected_429_carries_the_rate_limit_headers():
 
 
 def test_token_bucket_refuses_requests_over_the_rate_and_recovers():
-    with SendGridServer(api_keys={KEY}, rate_limit_per_s=5, burst=5) as server:
+    with SendGridServer(api_keys={KEY}, rate_limit_per_s=2, burst=5) as server:
         c = client(server)
         statuses = []
         for _ in range(8):
@@ -200,7 +200,7 @@ def test_token_bucket_refuses_requests_over_the_rate_and_recovers():
                 reset = int(e.headers["X-RateLimit-Reset"])
         assert statuses.count(202) == 5 and statuses.count(429) == 3
         assert reset <= int(time.time()) + 2
-        time.sleep(0.25)
+        time.sleep(0.6)
         assert c.send(mail()).status_code == 202
         assert len(server.received) == 6
 
@@ -232,12 +232,13 @@ def test_latency_is_added_and_can_change_at_run_time():
         t = time.perf_counter()
         for _ in range(5):
             c.send(mail())
-        assert time.perf_counter() - t >= 5 * 0.02
+        slow = time.perf_counter() - t
         server.set_faults(latency_s=0.0)
         t = time.perf_counter()
         for _ in range(5):
             c.send(mail())
-        assert time.perf_counter() - t < 5 * 0.02
+        fast = time.perf_counter() - t
+        assert slow >= 5 * 0.02 and fast < slow
 
 
 @pytest.mark.parametrize("after_accept", [True, False])

@@ -84,7 +84,7 @@ def test_injected_429_is_20429():
 
 
 def test_rate_limit_and_errors_and_duplicates():
-    with TwilioServer(rate_limit_per_s=3, burst=3) as tw:
+    with TwilioServer(rate_limit_per_s=1, burst=3) as tw:
         c, codes = tw.client(), []
         for _ in range(5):
             try:

@@ -141,24 +141,11 @@ class TwilioServer(LocalProviderServer):
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
         to, frm, mss = form.get("To"), form.get("From"), form.get("MessagingServiceSid")
         text = form.get("Body")
-        if not to:
-            return _error(400, 21604, "A 'To' phone number is required.")
-        if not frm and not mss:
-            return _error(
-                400, 21603, "A 'From' or 'MessagingServiceSid' parameter is required to send a message."
-            )
-        if not text and not form.get("MediaUrl"):
-            return _error(400, 21602, "Message body is required.")
-        if text and len(text) > MAX_BODY_CHARS:
-            return _error(400, 21617, "The concatenated message body exceeds the 1600 character limit.")
-        if frm and not (E164.match(frm) or ALPHANUMERIC_SENDER.match(frm)):
-            return _error(400, 21212, f"The 'From' number {frm} is not a valid phone number or shortcode.")
-        if mss and not MESSAGING_SERVICE_SID.match(mss):
-            return _error(400, 21705, "Invalid Messaging Service Sid")
-        if not E164.match(to):
-            return _error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
-        if to in self.opted_out:
-            return _error(400, 21610, "Attempt to send to unsubscribed recipient")
+        invalid = self._invalid(to, frm, mss, text, form.get("MediaUrl"))
+        if invalid is not None:
+            if outcome is Outcome.TIMEOUT:  # the answer is late whatever it says
+                time.sleep(self.faults.faults.timeout_s)
+            return invalid
 
         sid = "SM" + secrets.token_hex(16)
         now = time.time()
@@ -195,6 +182,30 @@ class TwilioServer(LocalProviderServer):
             return Response.json(201, resource)
         self._record([record])
         return Response.json(201, resource)
+
+    def _invalid(
+        self, to: str | None, frm: str | None, mss: str | None, text: str | None, media: str | None
+    ) -> Response | None:
+        """The documented 400s, checked in a fixed order (docs/test-servers.md); None when valid."""
+        if not to:
+            return _error(400, 21604, "A 'To' phone number is required.")
+        if not frm and not mss:
+            return _error(
+                400, 21603, "A 'From' or 'MessagingServiceSid' parameter is required to send a message."
+            )
+        if not text and not media:
+            return _error(400, 21602, "Message body is required.")
+        if text and len(text) > MAX_BODY_CHARS:
+            return _error(400, 21617, "The concatenated message body exceeds the 1600 character limit.")
+        if frm and not (E164.match(frm) or ALPHANUMERIC_SENDER.match(frm)):
+            return _error(400, 21212, f"The 'From' number {frm} is not a valid phone number or shortcode.")
+        if mss and not MESSAGING_SERVICE_SID.match(mss):
+            return _error(400, 21705, "Invalid Messaging Service Sid")
+        if not E164.match(to):
+            return _error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        if to in self.opted_out:
+            return _error(400, 21610, "Attempt to send to unsubscribed recipient")
+        return None
 
     def _key(self, key: str | Callable[[SentSms], Any]) -> Callable[[SentSms], Any]:
         if callable(key):
