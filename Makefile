@@ -16,7 +16,7 @@ export DBT_PROFILES_DIR ?= $(CURDIR)/dbt_project
 MEMBERS ?= 20000
 SEED ?= 42
 
-.PHONY: venv lock demo test lint pytest dbt-test airflow-db bench clean
+.PHONY: venv lock demo test lint pytest airflow-db bench clean
 
 $(BIN)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,7 +50,9 @@ pytest: venv
 
 test: lint pytest
 
-bench: venv
+bench: venv  ## every benchmark; numbers are recorded in docs/benchmarks.md (1M members: minutes)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_dag_parse.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_rendering.py
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_segments.py
 
 clean:
