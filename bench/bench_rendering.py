@@ -150,6 +150,7 @@ def main() -> None:
         auto_reload=False,
     )
     plain.filters.update(FILTERS)
+    plain.globals.update(FILTERS)  # as in Retain's environment: money(...) as a function too
     names = [
         renderer.resolve(f"email/{args.journey}/{part}", "en-US")
         for part in ("subject.j2", "html.j2", "text.j2")
