@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import json
 import socket
 import sys
@@ -40,7 +41,7 @@ class Response:
         )
 
 
-class LocalProviderServer:
+class LocalProviderServer(abc.ABC):
     """Base class: start/stop, the fault injector and a thread-safe list of what was accepted."""
 
     max_body_bytes: int = 30 * 1024 * 1024
@@ -151,8 +152,9 @@ class LocalProviderServer:
             self._received.clear()
             self.requests = 0
 
+    @abc.abstractmethod
     def _key(self, key: str | Callable[[Any], Any]) -> Callable[[Any], Any]:
-        raise NotImplementedError
+        """Provided by each provider's server."""
 
     def count_by(self, key: str | Callable[[Any], Any]) -> Counter:
         """How many accepted recipients per value of ``key`` (a record field, a custom arg, or a function)."""
@@ -163,9 +165,11 @@ class LocalProviderServer:
         """Values of ``key`` accepted more than once, with their counts (empty when nothing was doubled)."""
         return {k: n for k, n in self.count_by(key).items() if n > 1}
 
-    # -- to implement ------------------------------------------------------------------------------------
+    # -- each provider's server implements these --------------------------------------------------------
+    @abc.abstractmethod
     def handle(self, method: str, path: str, headers: Any, body: bytes) -> Response:
-        raise NotImplementedError
+        """Provided by each provider's server."""
 
+    @abc.abstractmethod
     def too_large(self, length: int) -> Response:
-        raise NotImplementedError
+        """Provided by each provider's server."""
