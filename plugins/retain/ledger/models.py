@@ -8,13 +8,14 @@ back aware datetimes on both backends.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -95,6 +97,12 @@ class CampaignRun(Base):
     is_marketing: Mapped[bool] = mapped_column(Boolean, default=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # running | paused (circuit breaker; paused_reason says why) | finished   (0002)
+    status: Mapped[str] = mapped_column(String(10), default="running", server_default="running")
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    # the warehouse date the audience was frozen at, and the run's counts (dry-run summary)   (0002)
+    as_of_date: Mapped[date | None] = mapped_column(Date)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Delivery(Base):
@@ -135,6 +143,13 @@ class Delivery(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # 0002: A/B variant (or "control"); test sends; quiet-hours deferral (not claimed before this time);
+    # the latest provider state from events (delivered, bounce, open, click, undelivered...).
+    variant: Mapped[str | None] = mapped_column(String(50))
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    provider_state: Mapped[str | None] = mapped_column(String(30))
+    provider_state_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class DeliveryEvent(Base):

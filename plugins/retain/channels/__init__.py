@@ -1,0 +1,1 @@
+"""Channel modules (sendgrid, twilio, outbox) behind one interface: ``retain.channels.base.Channel``."""
