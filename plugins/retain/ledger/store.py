@@ -30,7 +30,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, update
+from sqlalchemy import Connection, Engine, and_, create_engine, event, func, inspect, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
@@ -159,6 +159,9 @@ class DeliveryRequest:
     template: str | None = None
     content_hash: str | None = None
     skip_reason: str | None = None
+    variant: str | None = None  # A/B variant (or "control"), for per-variant reports
+    is_test: bool = False  # a test send (campaign_send "test recipients")
+    not_before: datetime | None = None  # quiet-hours deferral: claim() leaves it until then
 
     def __repr__(self) -> str:  # never show the address, even in a traceback
         return (
@@ -196,6 +199,9 @@ class ClaimedDelivery:
     attempts: int
     worker_id: str
     claimed_at: datetime
+    variant: str | None
+    is_test: bool
+    not_before: datetime | None
 
 
 @dataclass(frozen=True)
@@ -357,8 +363,10 @@ class Ledger:
         dry_run: bool = False,
         *,
         is_marketing: bool = True,
+        as_of_date: date | None = None,
     ) -> Run:
-        """Record a campaign run; calling it again (task retry) returns the same run."""
+        """Record a campaign run; calling it again (task retry) returns the same run. ``as_of_date`` is
+        the warehouse date the audience was frozen at."""
         values = {
             "campaign": campaign,
             "run_id": run_id,
@@ -366,6 +374,7 @@ class Ledger:
             "dry_run": dry_run,
             "is_marketing": is_marketing,
             "started_at": utcnow(),
+            "as_of_date": as_of_date,
         }
         with self._tx() as conn:
             stmt = _insert(conn, CampaignRun).values(values)
@@ -380,9 +389,71 @@ class Ledger:
         log.info("ledger run %s/%s (id %s, dry_run=%s)", campaign, run_id, row.id, row.dry_run)
         return Run(row.id, row.campaign, row.run_id, row.logical_date, row.dry_run, row.is_marketing)
 
-    def finish_run(self, run: Run) -> None:
+    def finish_run(self, run: Run, summary: dict[str, Any] | None = None) -> None:
+        """Stamp ``finished_at`` (and the summary when given); status ``finished`` unless the run is
+        paused (a paused run stays paused until ``resume_run``)."""
+        values: dict[str, Any] = {"finished_at": utcnow()}
+        if summary is not None:
+            values["summary"] = summary
+        cols = CampaignRun.__table__.c
         with self._tx() as conn:
-            conn.execute(update(CampaignRun).where(CampaignRun.id == run.id).values(finished_at=utcnow()))
+            conn.execute(update(CampaignRun).where(cols.id == run.id).values(**values))
+            conn.execute(
+                update(CampaignRun)
+                .where(cols.id == run.id, cols.status != "paused")
+                .values(status="finished")
+            )
+
+    def _same_date(self, run: Run) -> list[Any]:
+        """The campaign_runs rows that share the run's deliveries (same campaign, date, dry-run flag):
+        a manual re-run of a date claims the same rows, so pausing one pauses them all."""
+        cols = CampaignRun.__table__.c
+        return [
+            cols.campaign == run.campaign,
+            cols.logical_date == run.logical_date,
+            cols.dry_run == run.dry_run,
+        ]
+
+    def pause_run(self, run: Run, reason: str) -> None:
+        """Circuit breaker: no more claims for this campaign and date until ``resume_run``; queued rows
+        stay queued, rows being sent finish normally."""
+        with self._tx() as conn:
+            conn.execute(
+                update(CampaignRun).where(*self._same_date(run)).values(status="paused", paused_reason=reason)
+            )
+        log.warning("ledger run %s/%s paused: %s", run.campaign, run.run_id, reason)
+
+    def resume_run(self, run: Run) -> None:
+        """Lift a pause: claims resume; the reason is kept in ``paused_reason`` for the record."""
+        cols = CampaignRun.__table__.c
+        with self._tx() as conn:
+            conn.execute(
+                update(CampaignRun)
+                .where(*self._same_date(run), cols.status == "paused")
+                .values(status="running")
+            )
+        log.info("ledger run %s/%s resumed", run.campaign, run.run_id)
+
+    def run_state(self, run: Run) -> dict[str, Any]:
+        """``{"status", "paused_reason", "as_of_date", "summary", "finished_at"}`` of the run row; status is
+        ``paused`` when any run of the same campaign and date is paused."""
+        cols = CampaignRun.__table__.c
+        with self._read() as conn:
+            row = conn.execute(select(CampaignRun.__table__).where(cols.id == run.id)).one()
+            paused = conn.execute(
+                select(cols.paused_reason).where(*self._same_date(run), cols.status == "paused").limit(1)
+            ).first()
+        return {
+            "status": "paused" if paused else row.status,
+            "paused_reason": paused[0] if paused else row.paused_reason,
+            "as_of_date": row.as_of_date,
+            "summary": row.summary,
+            "finished_at": row.finished_at,
+        }
+
+    def set_run_summary(self, run: Run, summary: dict[str, Any]) -> None:
+        with self._tx() as conn:
+            conn.execute(update(CampaignRun).where(CampaignRun.id == run.id).values(summary=summary))
 
     # -- enqueue -----------------------------------------------------------------------------------
 
@@ -421,6 +492,9 @@ class Ledger:
                     "content_hash": req.content_hash,
                     "status": "skipped" if req.skip_reason else "queued",
                     "skip_reason": req.skip_reason,
+                    "variant": req.variant,
+                    "is_test": req.is_test,
+                    "not_before": None if req.skip_reason else req.not_before,
                     "attempts": 0,
                     "created_at": now,
                     "updated_at": now,
@@ -445,12 +519,15 @@ class Ledger:
         limit: int = 100,
         *,
         campaign: str | None = None,
+        now: datetime | None = None,
     ) -> list[ClaimedDelivery]:
         """Atomically move up to ``limit`` queued rows to ``sending`` for this worker. A run claims by
         its campaign, logical date and dry-run flag (not its run id), so a re-run picks up what an
-        earlier run of the same date left queued. Two claimers never get the same row."""
+        earlier run of the same date left queued. Two claimers never get the same row. Rows deferred
+        (``not_before`` after ``now``) are left for later; a paused run claims nothing."""
         cols = Delivery.__table__.c
-        conds = [cols.status == "queued"]
+        now = now or utcnow()
+        conds = [cols.status == "queued", or_(cols.not_before.is_(None), cols.not_before <= now)]
         if run is not None:
             conds += [
                 cols.campaign == run.campaign,
@@ -461,6 +538,11 @@ class Ledger:
             conds.append(cols.campaign == campaign)
         now = utcnow()
         with self._tx() as conn:
+            if run is not None:
+                paused = select(CampaignRun.id).where(*self._same_date(run), CampaignRun.status == "paused")
+                if conn.execute(paused.limit(1)).first() is not None:
+                    log.info("ledger claim by %s: run paused, nothing claimed", worker_id)
+                    return []
             pick = select(cols.id).where(*conds).order_by(cols.id).limit(limit)
             if conn.dialect.name == "postgresql":
                 pick = pick.with_for_update(skip_locked=True)
@@ -511,9 +593,11 @@ class Ledger:
         *,
         worker_id: str | None = None,
         sent_at: datetime | None = None,
+        content_hash: str | None = None,
     ) -> None:
         """sending -> sent. Repeating it with the same message id is a no-op. With ``worker_id``, the
-        row must still be claimed by that worker."""
+        row must still be claimed by that worker. ``content_hash`` records what was sent."""
+        extra = {"content_hash": content_hash} if content_hash is not None else {}
         with self._tx() as conn:
             ok = self._transition(
                 conn,
@@ -525,6 +609,7 @@ class Ledger:
                 provider_message_id=provider_message_id,
                 sent_at=sent_at or utcnow(),
                 last_error=None,
+                **extra,
             )
             if not ok:
                 status, msg_id, _ = self._status(conn, delivery_id)
@@ -540,9 +625,10 @@ class Ledger:
         *,
         worker_id: str | None = None,
         provider: str | None = None,
+        not_before: datetime | None = None,
     ) -> str:
         """sending -> queued when ``retryable`` and attempts < max_attempts, else -> failed. The error
-        is stored redacted. Returns the new status."""
+        is stored redacted. Returns the new status. ``not_before``: a re-queued row waits (backoff)."""
         error = redact(error)[:2000]
         with self._tx() as conn:
             status, _, attempts = self._status(conn, delivery_id)
@@ -553,11 +639,41 @@ class Ledger:
             if provider:
                 values["provider"] = provider
             if new_status == "queued":
-                values.update(worker_id=None, claimed_at=None)
+                values.update(worker_id=None, claimed_at=None, not_before=not_before)
             if not self._transition(conn, delivery_id, "sending", worker_id, **values):
                 raise LedgerError(f"delivery {delivery_id} is not sending by this worker")
         log.info("ledger delivery %s -> %s after attempt %s: %s", delivery_id, new_status, attempts, error)
         return new_status
+
+    def mark_skipped(self, delivery_id: int, reason: str, *, worker_id: str | None = None) -> None:
+        """sending -> skipped: a send-time check (consent withdrawn, suppressed since enqueue, address
+        now invalid) stopped it before any provider call."""
+        with self._tx() as conn:
+            if not self._transition(
+                conn, delivery_id, "sending", worker_id, status="skipped", skip_reason=reason, last_error=None
+            ):
+                status, _, _ = self._status(conn, delivery_id)
+                raise LedgerError(f"delivery {delivery_id} is {status}, not sending by this worker")
+        log.info("ledger delivery %s skipped at send time: %s", delivery_id, reason)
+
+    def defer(self, delivery_id: int, not_before: datetime, *, worker_id: str | None = None) -> None:
+        """sending -> queued until ``not_before`` without a provider call (quiet hours reached between
+        enqueue and send): the claim's attempt is given back."""
+        cols = Delivery.__table__.c
+        with self._tx() as conn:
+            if not self._transition(
+                conn,
+                delivery_id,
+                "sending",
+                worker_id,
+                status="queued",
+                not_before=not_before,
+                worker_id=None,
+                claimed_at=None,
+                attempts=cols.attempts - 1,
+            ):
+                status, _, _ = self._status(conn, delivery_id)
+                raise LedgerError(f"delivery {delivery_id} is {status}, not sending by this worker")
 
     # -- in doubt ----------------------------------------------------------------------------------
 
@@ -773,6 +889,94 @@ class Ledger:
                 ).all()
             )
         return {"total": sum(by_status.values()), "by_status": by_status, "skip_reasons": skipped}
+
+    def variant_counts(self, run: Run) -> dict[str, dict[str, int]]:
+        """``{variant: {status: n}}`` for the run's campaign and logical date (``-``: no variant)."""
+        cols = Delivery.__table__.c
+        conds = [
+            cols.campaign == run.campaign,
+            cols.logical_date == run.logical_date,
+            cols.dry_run == run.dry_run,
+        ]
+        out: dict[str, dict[str, int]] = {}
+        with self._read() as conn:
+            stmt = select(cols.variant, cols.status, func.count()).where(*conds)
+            for variant, status, n in conn.execute(stmt.group_by(cols.variant, cols.status)):
+                out.setdefault(variant or "-", {})[status] = n
+        return out
+
+    def run_counts(self, run: Run) -> dict[str, int]:
+        """Counts for the circuit breaker, across every worker of the run: ``sent``, ``failed``,
+        ``queued``, ``sending`` and ``bounced`` (sent rows whose provider state is bounce or dropped)."""
+        cols = Delivery.__table__.c
+        conds = [
+            cols.campaign == run.campaign,
+            cols.logical_date == run.logical_date,
+            cols.dry_run == run.dry_run,
+            cols.status.in_(("queued", "sending", "sent", "failed")),
+        ]
+        out = dict.fromkeys(("queued", "sending", "sent", "failed", "bounced"), 0)
+        with self._read() as conn:
+            stmt = select(cols.status, cols.provider_state, func.count()).where(*conds)
+            for status, state, n in conn.execute(stmt.group_by(cols.status, cols.provider_state)):
+                out[status] += n
+                if state in ("bounce", "dropped"):
+                    out["bounced"] += n
+        return out
+
+    def contact_times(
+        self,
+        member_ids: Iterable[str],
+        since: datetime,
+        until: datetime,
+        *,
+        run: Run,
+        exclude_keys: Iterable[str] = (),
+    ) -> dict[str, list[datetime]]:
+        """Planned or actual send times (``sent_at``, else ``not_before``, else ``created_at``) of marketing
+        messages to each member in ``[since, until)``, any campaign, rows queued, sending or sent (so two
+        campaigns prepared the same day before either sends still share one cap). Real runs only, plus
+        the run's own dry-run rows when ``run`` is a dry run; test sends never count. ``exclude_keys``:
+        idempotency keys being decided now (a retried prepare does not count its own earlier rows)."""
+        ids = [str(m) for m in member_ids]
+        out: dict[str, list[datetime]] = {m: [] for m in ids}
+        cols = Delivery.__table__.c
+        when = func.coalesce(cols.sent_at, cols.not_before, cols.created_at)
+        mine = and_(
+            cols.dry_run.is_(True),
+            cols.campaign == run.campaign,
+            cols.logical_date == run.logical_date,
+        )
+        runs = or_(cols.dry_run.is_(False), mine) if run.dry_run else cols.dry_run.is_(False)
+        excluded = list(exclude_keys)
+        with self._read() as conn:
+            for chunk in _chunks(ids):
+                conds = [
+                    cols.member_id.in_(chunk),
+                    cols.status.in_(("queued", "sending", "sent")),
+                    cols.is_marketing.is_(True),
+                    cols.is_test.is_(False),
+                    runs,
+                ]
+                if excluded:
+                    conds.append(cols.idempotency_key.not_in(excluded))
+                stmt = select(cols.member_id, when).where(*conds, when >= since, when < until)
+                for member_id, at in conn.execute(stmt):
+                    out[member_id].append(at)
+        return out
+
+    def next_not_before(self, run: Run) -> datetime | None:
+        """The earliest ``not_before`` among the run's queued rows (the next deferred send), if any."""
+        cols = Delivery.__table__.c
+        with self._read() as conn:
+            return conn.execute(
+                select(func.min(cols.not_before)).where(
+                    cols.campaign == run.campaign,
+                    cols.logical_date == run.logical_date,
+                    cols.dry_run == run.dry_run,
+                    cols.status == "queued",
+                )
+            ).scalar()
 
     def delivery(self, delivery_id: int) -> dict[str, Any]:
         """One delivery row as a dict (for tests and the UI)."""
