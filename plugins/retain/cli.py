@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from retain import config, datagen, segments
+from retain.campaigns.cli import campaigns_app
 from retain.measurement_cli import demo_app, ledger_app, report
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ templates_app = typer.Typer(help="Email and SMS templates (docs/templates.md).",
 app.add_typer(data_app, name="data")
 app.add_typer(segments_app, name="segments")
 app.add_typer(templates_app, name="templates")
+app.add_typer(campaigns_app, name="campaigns")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(demo_app, name="demo")
 app.command("report")(report)

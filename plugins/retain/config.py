@@ -46,6 +46,11 @@ def templates_dir() -> Path:
     return _path_from_env("RETAIN_TEMPLATES_DIR", "templates")
 
 
+def campaigns_dir() -> Path:
+    """Campaign and journey files (``RETAIN_CAMPAIGNS_DIR``, default ``campaigns``); see docs/campaigns.md."""
+    return _path_from_env("RETAIN_CAMPAIGNS_DIR", "campaigns")
+
+
 def dbt_project_dir() -> Path:
     """The dbt project (``RETAIN_DBT_PROJECT_DIR``, default ``dbt_project``)."""
     return _path_from_env("RETAIN_DBT_PROJECT_DIR", "dbt_project")
