@@ -22,7 +22,7 @@ renamed as (
         is_marketing,
         coalesce(is_test, false) as is_test,
         variant,
-        skip_reason = 'holdout' as is_holdout,
+        coalesce(skip_reason = 'holdout', false) as is_holdout,
         template,
         status as delivery_status,
         skip_reason,
