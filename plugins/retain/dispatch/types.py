@@ -65,6 +65,12 @@ class DispatchSpec:
     # messages per second per channel; None = the channel's default (SMS: 1/s per long code)
     rate_per_s: Mapping[str, float | None] = field(default_factory=dict)
     batch_size: int = 500
+    # Added by the dispatcher: the templates the run will use, validated before anything is enqueued
+    # (journey_step -> templates). A recipient naming a template not declared here is validated when
+    # first seen; if it is broken the run is paused and prepare() raises (docs/dispatch.md).
+    steps: Mapping[str, StepTemplates] = field(default_factory=dict)
+    templates_dir: str | None = None  # None: retain.config.templates_dir()
+    brand: Mapping[str, str] | None = None  # overrides rendering.context.DEFAULT_BRAND
 
 
 @dataclass(frozen=True)

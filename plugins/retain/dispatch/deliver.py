@@ -1,0 +1,416 @@
+"""deliver(): the claim loop that turns queued ledger rows into exactly-once provider calls.
+
+Per batch: claim (queued -> sending, never twice; deferred and paused rows are left), re-read the member
+rows, re-check consent, suppression, address and quiet hours, render, call the channel, record each
+outcome. Several deliver() calls on one run (Airflow mapped tasks, separate processes) share the work
+through the ledger's claims. Logs carry counts and ids only, never an address.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from retain.channels.base import Channel, SendOutcome
+from retain.dispatch import checks
+from retain.dispatch.members import MemberSource
+from retain.dispatch.prepare import sample_member
+from retain.dispatch.render import outgoing, render_message
+from retain.dispatch.types import CircuitBreaker, ContextFor, DispatchSpec, Recipient
+from retain.ledger import ClaimedDelivery, Ledger, LedgerError, Run, redact
+from retain.ledger.models import utcnow
+from retain.ledger.store import DEFAULT_LEASE
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 300.0
+BREAKER_LEDGER_CHECK_S = 5.0  # how often the breaker also looks at every worker's counts in the ledger
+
+
+@dataclass
+class DeliverReport:
+    """What this deliver() call did (counts only). ``in_doubt`` rows stay in ``sending`` until a later
+    call reconciles them; ``next_not_before`` says when deferred rows become due."""
+
+    run: Run
+    worker_id: str
+    counts: Counter = field(
+        default_factory=Counter
+    )  # sent, failed, retried, in_doubt, deferred, render_failed
+    skipped: Counter = field(default_factory=Counter)  # send-time skip reasons
+    reconciled: Counter = field(default_factory=Counter)  # sent, requeued, failed, still_in_doubt
+    paused: bool = False
+    paused_reason: str | None = None
+    next_not_before: datetime | None = None
+    finished: bool = False  # nothing queued or sending is left for the run
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "counts": dict(self.counts),
+            "skipped": dict(self.skipped),
+            "reconciled": dict(self.reconciled),
+            "paused": self.paused,
+            "paused_reason": self.paused_reason,
+            "next_not_before": self.next_not_before.isoformat() if self.next_not_before else None,
+            "finished": self.finished,
+        }
+
+
+class _Clock:
+    """``now`` fixes the start (tests, quiet-hour scenarios); time then advances with the monotonic clock,
+    so retry backoff still comes due within one call."""
+
+    def __init__(self, now: datetime | None) -> None:
+        self.start = now or utcnow()
+        if self.start.tzinfo is None:
+            raise ValueError("deliver(now=...) must be timezone-aware")
+        self.t0 = time.monotonic()
+
+    def __call__(self) -> datetime:
+        return self.start + timedelta(seconds=time.monotonic() - self.t0)
+
+
+def resume_run(ledger: Ledger, run: Run) -> None:
+    """Lift a circuit-breaker pause: the next deliver() claims the rest."""
+    ledger.resume_run(run)
+
+
+def reconcile_in_doubt(
+    ledger: Ledger,
+    run: Run,
+    channels: Mapping[str, Channel],
+    *,
+    lease: timedelta = DEFAULT_LEASE,
+    now: datetime | None = None,
+) -> Counter:
+    """Ask the provider about every row left in ``sending`` longer than ``lease`` (its worker died or
+    its answer was lost): found -> sent with the provider's id; provably absent -> queued again (failed
+    once attempts are used up); the provider cannot tell -> stays in doubt, counted."""
+    out: Counter = Counter()
+    for row in ledger.in_doubt(lease, run=run, now=now):
+        channel = channels.get(row.channel)
+        found = channel.lookup(row.id) if channel is not None else None
+        if found is None:
+            out["still_in_doubt"] += 1
+            continue
+        try:
+            status = ledger.reconcile(
+                row.id,
+                sent=found.found,
+                provider_message_id=found.provider_message_id,
+                provider=channel.provider if channel is not None else None,
+                expected_claimed_at=row.claimed_at,
+            )
+        except LedgerError:
+            out["changed_meanwhile"] += 1
+            continue
+        out["sent" if status == "sent" else "requeued" if status == "queued" else "failed"] += 1
+    if out:
+        log.info("dispatch reconcile %s/%s: %s", run.campaign, run.run_id, dict(out))
+    return out
+
+
+def deliver(
+    ledger: Ledger,
+    spec: DispatchSpec,
+    run: Run,
+    *,
+    channels: Mapping[str, Channel],
+    members: MemberSource,
+    context_for: ContextFor | None,
+    worker_id: str,
+    test_addresses: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+    max_messages: int | None = None,
+    lease: timedelta = DEFAULT_LEASE,
+    retry_base_s: float = 2.0,
+    max_wait_s: float = 60.0,
+) -> DeliverReport:
+    """Send the run's queued messages until none is due (or ``max_messages`` were claimed, or the
+    circuit breaker pauses the run). Waits up to ``max_wait_s`` for retries in backoff; rows deferred
+    further (quiet hours) are left for a later call (``report.next_not_before``)."""
+    if run.dry_run:
+        raise ValueError(f"run {run.campaign}/{run.run_id} is a dry run: nothing is delivered")
+    from retain.rendering import get_renderer
+
+    clock = _Clock(now)
+    report = DeliverReport(run=run, worker_id=worker_id)
+    state = ledger.run_state(run)
+    if state["status"] == "paused":
+        report.paused, report.paused_reason = True, state["paused_reason"]
+        log.info("dispatch deliver %s/%s: run is paused, nothing claimed", run.campaign, run.run_id)
+        return report
+    report.reconciled = reconcile_in_doubt(ledger, run, channels, lease=lease, now=clock())
+    renderer = get_renderer(spec.templates_dir)
+    breaker = _Breaker(spec.circuit_breaker, ledger, run)
+    claimed_total = 0
+    while True:
+        if max_messages is not None and claimed_total >= max_messages:
+            break
+        limit = (
+            spec.batch_size if max_messages is None else min(spec.batch_size, max_messages - claimed_total)
+        )
+        rows = ledger.claim(run, worker_id, limit, now=clock())
+        if not rows:
+            if ledger.run_state(run)["status"] == "paused":
+                break
+            due = ledger.next_not_before(run)
+            wait = (due - clock()).total_seconds() if due is not None else None
+            if wait is not None and wait <= max_wait_s:
+                time.sleep(min(max(wait, 0.01), max_wait_s))
+                continue
+            break
+        claimed_total += len(rows)
+        _deliver_batch(
+            ledger,
+            spec,
+            rows,
+            channels,
+            members,
+            context_for,
+            worker_id,
+            test_addresses or {},
+            renderer,
+            clock,
+            retry_base_s,
+            report,
+            breaker,
+        )
+        reason = breaker.check()
+        if reason:
+            ledger.pause_run(run, reason)
+            break
+    state = ledger.run_state(run)
+    report.paused, report.paused_reason = state["status"] == "paused", state["paused_reason"]
+    report.next_not_before = ledger.next_not_before(run)
+    left = ledger.run_counts(run)
+    if not report.paused and left["queued"] == 0 and left["sending"] == 0:
+        report.finished = True
+        ledger.finish_run(run, summary={**(state["summary"] or {}), "ledger": ledger.run_summary(run)})
+    log.info(
+        "dispatch deliver %s/%s by %s: %s; skipped %s; reconciled %s; paused=%s",
+        run.campaign,
+        run.run_id,
+        worker_id,
+        dict(report.counts),
+        dict(report.skipped),
+        dict(report.reconciled),
+        report.paused,
+    )
+    return report
+
+
+class _Breaker:
+    """Failed share (this worker's outcomes every batch, every worker's in the ledger every few seconds)
+    and bounced share (provider events, in the ledger) against the spec's limits after ``min_count``."""
+
+    def __init__(self, cfg: CircuitBreaker, ledger: Ledger, run: Run) -> None:
+        self.cfg, self.ledger, self.run = cfg, ledger, run
+        self.sent = self.failed = 0
+        self.last_ledger_check = time.monotonic()
+
+    def record(self, status: str) -> None:
+        if status == "sent":
+            self.sent += 1
+        elif status == "failed":
+            self.failed += 1
+
+    def _verdict(self, sent: int, failed: int, bounced: int, where: str) -> str | None:
+        attempted = sent + failed
+        if attempted < self.cfg.min_count:
+            return None
+        if failed / attempted > self.cfg.max_failure_share:
+            return (
+                f"circuit breaker: {failed} of {attempted} attempted messages failed "
+                f"({failed / attempted:.1%} > {self.cfg.max_failure_share:.1%}, {where})"
+            )
+        if sent and bounced / sent > self.cfg.max_bounce_share:
+            return (
+                f"circuit breaker: {bounced} of {sent} sent messages bounced "
+                f"({bounced / sent:.1%} > {self.cfg.max_bounce_share:.1%}, {where})"
+            )
+        return None
+
+    def check(self) -> str | None:
+        verdict = self._verdict(self.sent, self.failed, 0, "this worker")
+        if verdict or time.monotonic() - self.last_ledger_check < BREAKER_LEDGER_CHECK_S:
+            return verdict
+        self.last_ledger_check = time.monotonic()
+        c = self.ledger.run_counts(self.run)
+        return self._verdict(c["sent"], c["failed"], c["bounced"], "all workers")
+
+
+def _backoff(attempts: int, retry_after: float | None, base: float) -> float:
+    delay = min(base * 2 ** max(attempts - 1, 0), MAX_BACKOFF_S)
+    delay *= 1 + random.random() * 0.25  # jitter: workers retrying together do not retry in step
+    return max(delay, retry_after or 0.0)
+
+
+def _deliver_batch(
+    ledger: Ledger,
+    spec: DispatchSpec,
+    rows: list[ClaimedDelivery],
+    channels: Mapping[str, Channel],
+    members: MemberSource,
+    context_for: ContextFor | None,
+    worker_id: str,
+    test_addresses: Mapping[str, str],
+    renderer: Any,
+    clock: _Clock,
+    retry_base_s: float,
+    report: DeliverReport,
+    breaker: _Breaker,
+) -> None:
+    member_rows = members.get([r.member_id for r in rows if not r.is_test])
+    now = clock()
+
+    def skip(row: ClaimedDelivery, reason: str) -> None:
+        ledger.mark_skipped(row.id, reason, worker_id=worker_id)
+        report.skipped[reason] += 1
+
+    def fail(row: ClaimedDelivery, error: str, key: str) -> None:
+        ledger.mark_failed(row.id, error, retryable=False, worker_id=worker_id)
+        report.counts[key] += 1
+        breaker.record("failed")
+
+    # 1. who: member row, consent, address (re-read now: the ledger never stored it)
+    ready: list[tuple[ClaimedDelivery, Mapping[str, Any], str]] = []
+    for row in rows:
+        channel = channels.get(row.channel)
+        if channel is None:
+            fail(row, f"no channel configured for {row.channel}", "failed")
+            continue
+        if row.is_test:
+            address = test_addresses.get(row.member_id)
+            if address is None:
+                fail(
+                    row, "test recipient: its address was not passed to deliver(test_addresses=...)", "failed"
+                )
+                continue
+            ready.append((row, sample_member(spec, row.member_id), address))
+            continue
+        member = member_rows.get(row.member_id)
+        if member is None:
+            skip(row, checks.NOT_IN_WAREHOUSE)
+        elif not checks.has_consent(row.channel, member):
+            skip(row, checks.NO_CONSENT)
+        else:
+            ready.append((row, member, checks.member_address(row.channel, member) or ""))
+
+    # 2. suppressions added since enqueue (bounces, STOP, unsubscribes from webhooks)
+    checked: list[tuple[ClaimedDelivery, Mapping[str, Any], str]] = []
+    for channel_name in ("email", "sms"):
+        group = [item for item in ready if item[0].channel == channel_name]
+        if not group:
+            continue
+        pairs = [(None if r.is_test else r.member_id, addr or None) for r, _, addr in group]
+        suppressed = ledger.suppressed(channel_name, pairs)
+        for i, (row, member, address) in enumerate(group):
+            if i in suppressed:
+                skip(row, checks.SUPPRESSED)
+                continue
+            normalised = checks.valid_address(row.channel, address)
+            if normalised is None:
+                skip(row, checks.INVALID_ADDRESS)
+                continue
+            if not row.is_test:
+                zone = checks.member_zone(member.get("timezone"))
+                release = checks.quiet_hours_release(now, zone, spec.quiet_hours.get(row.channel))
+                if release is not None:
+                    ledger.defer(row.id, release, worker_id=worker_id)
+                    report.counts["deferred"] += 1
+                    continue
+            checked.append((row, member, normalised))
+
+    # 3. render, then one send_batch per channel
+    by_channel: dict[str, list[tuple[ClaimedDelivery, Any, str, str]]] = {}
+    for row, member, address in checked:
+        recipient = Recipient(
+            row.member_id, row.journey_step, row.channel, row.template or "", row.variant, None, row.is_test
+        )
+        try:
+            message = render_message(renderer, spec, recipient, member, context_for)
+        except Exception as exc:  # noqa: BLE001 - a message that cannot be rendered fails alone, with the reason
+            fail(row, f"render {row.channel}/{row.template}: {type(exc).__name__}: {exc}", "render_failed")
+            continue
+        out = outgoing(spec, row.id, row.idempotency_key, address, message, row.is_test)
+        by_channel.setdefault(row.channel, []).append((row, out, message.content_hash, address))
+
+    for channel_name, items in by_channel.items():
+        channel = channels[channel_name]
+        outcomes = channel.send_batch([out for _, out, _, _ in items])
+        if len(outcomes) != len(items):
+            raise RuntimeError(
+                f"channel {channel.provider} returned {len(outcomes)} outcomes for {len(items)} messages; "
+                "the rows stay in sending (in doubt) for reconcile"
+            )
+        for (row, _, chash, address), outcome in zip(items, outcomes, strict=True):
+            _record(
+                ledger, row, outcome, chash, address, channel, worker_id, clock, retry_base_s, report, breaker
+            )
+
+
+def _record(
+    ledger: Ledger,
+    row: ClaimedDelivery,
+    outcome: SendOutcome,
+    chash: str,
+    address: str,
+    channel: Channel,
+    worker_id: str,
+    clock: _Clock,
+    retry_base_s: float,
+    report: DeliverReport,
+    breaker: _Breaker,
+) -> None:
+    if outcome.delivery_id != row.id:
+        raise RuntimeError(
+            f"channel {channel.provider} answered for delivery {outcome.delivery_id}, not {row.id}"
+        )
+    if outcome.status == "sent":
+        ledger.mark_sent(
+            row.id, outcome.provider, outcome.provider_message_id, worker_id=worker_id, content_hash=chash
+        )
+        report.counts["sent"] += 1
+        breaker.record("sent")
+    elif outcome.status == "failed":
+        if outcome.suppress:
+            ledger.add_suppression(
+                row.channel, address=address, reason=outcome.suppress, source=outcome.provider
+            )
+            report.counts["suppressed_by_provider"] += 1
+        ledger.mark_failed(
+            row.id,
+            redact(outcome.error or "failed"),
+            retryable=False,
+            worker_id=worker_id,
+            provider=outcome.provider,
+        )
+        report.counts["failed"] += 1
+        breaker.record("failed")
+    elif outcome.status == "retry":
+        delay = _backoff(row.attempts, outcome.retry_after, retry_base_s)
+        status = ledger.mark_failed(
+            row.id,
+            redact(outcome.error or "retry"),
+            retryable=True,
+            worker_id=worker_id,
+            provider=outcome.provider,
+            not_before=clock() + timedelta(seconds=delay),
+        )
+        if status == "failed":
+            report.counts["failed"] += 1
+            breaker.record("failed")
+        else:
+            report.counts["retried"] += 1
+    elif outcome.status == "in_doubt":
+        report.counts["in_doubt"] += 1  # stays in sending: reconcile_in_doubt() after the lease
+    else:
+        raise RuntimeError(f"channel {channel.provider} gave an unknown outcome status {outcome.status!r}")

@@ -1,0 +1,107 @@
+"""Member rows for the dispatcher, by member id: addresses, consent flags, time zone, locale and the
+fields templates use. The ledger never stores addresses, so prepare() and deliver() both read them here,
+deliver() at send time (an address changed or consent withdrawn since enqueue is honoured).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+MEMBER_TABLE = "member_segments"
+
+
+class MemberSource(abc.ABC):
+    """``get(member_ids) -> {member_id: row}``; ids the source does not know are left out."""
+
+    @abc.abstractmethod
+    def get(self, member_ids: Sequence[str]) -> dict[str, Mapping[str, Any]]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the warehouse connection."""
+
+    def __enter__(self) -> MemberSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def from_warehouse(path: Path | str | None = None, *, table: str = MEMBER_TABLE) -> WarehouseMembers:
+        return WarehouseMembers(path, table=table)
+
+    @staticmethod
+    def from_rows(rows: Mapping[str, Mapping[str, Any]] | Iterable[Mapping[str, Any]]) -> DictMembers:
+        return DictMembers(rows)
+
+
+class DictMembers(MemberSource):
+    """In memory (tests, small audiences): a dict ``{member_id: row}`` or rows with a ``member_id``."""
+
+    def __init__(self, rows: Mapping[str, Mapping[str, Any]] | Iterable[Mapping[str, Any]]) -> None:
+        if isinstance(rows, Mapping):
+            self.rows = {str(k): v for k, v in rows.items()}
+        else:
+            self.rows = {str(r["member_id"]): r for r in rows}
+
+    def get(self, member_ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+        return {m: self.rows[m] for m in member_ids if m in self.rows}
+
+
+class WarehouseMembers(MemberSource):
+    """``member_segments`` in the DuckDB warehouse, opened read-only (several task processes may read
+    while none writes), one query per batch of ids. The connection is opened on first use."""
+
+    def __init__(self, path: Path | str | None = None, *, table: str = MEMBER_TABLE) -> None:
+        if path is None:
+            from retain.config import warehouse_path
+
+            path = warehouse_path()
+        self.path = Path(path)
+        if not table.replace("_", "").replace(".", "").isalnum():
+            raise ValueError(f"member table name {table!r} must be a plain identifier")
+        self.table = table
+        self._con: Any = None
+        self._int_ids = False
+
+    def _connect(self) -> Any:
+        if self._con is None:
+            import duckdb
+
+            if not self.path.is_file():
+                raise FileNotFoundError(
+                    f"warehouse {self.path} not found (RETAIN_WAREHOUSE); build the marts first"
+                )
+            self._con = duckdb.connect(str(self.path), read_only=True)
+            types = dict(
+                self._con.execute(f"SELECT column_name, data_type FROM (DESCRIBE {self.table})").fetchall()
+            )
+            if "member_id" not in types:
+                raise ValueError(f"{self.path}: table {self.table} has no member_id column")
+            self._int_ids = any(t in types["member_id"].upper() for t in ("INT", "DECIMAL"))
+        return self._con
+
+    def get(self, member_ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+        if not member_ids:
+            return {}
+        con = self._connect()
+        if self._int_ids:
+            ids: list[Any] = [int(m) for m in member_ids if m.isdigit()]
+            if not ids:
+                return {}
+        else:
+            ids = list(member_ids)
+        rel = con.execute(f"SELECT * FROM {self.table} WHERE member_id IN (SELECT UNNEST(?))", [ids])
+        names = [d[0] for d in rel.description]
+        out: dict[str, Mapping[str, Any]] = {}
+        for values in rel.fetchall():
+            row = dict(zip(names, values, strict=True))
+            out[str(row["member_id"])] = row
+        return out
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
