@@ -74,9 +74,8 @@ def load_performance(warehouse: Path, campaign: str, run: str | None = None) -> 
         names = [d[0] for d in cur.description]
         rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
         if not rows:
-            known = [
-                c for (c,) in con.execute("select distinct campaign from campaign_performance order by 1")
-            ]
+            found_campaigns = con.execute("select distinct campaign from campaign_performance order by 1")
+            known = [c for (c,) in found_campaigns.fetchall()]
             where = f" run {run!r} of" if run is not None else ""
             raise ReportUnavailable(
                 f"no measured{where} campaign {campaign!r} in campaign_performance; campaigns measured: "
