@@ -2,7 +2,8 @@
 -- audience, with what the messages did and the member's paid orders in the attribution window.
 -- Left out: test sends, dry runs, rows skipped for a reason in measurement_excluded_skip_reasons
 -- (never randomised into this campaign) and member ids that are not warehouse members.
--- The window opens at the first send of the step to the member; for the holdout, and for treated
+-- The window is the campaign's attribution_window_days when its run summary records one, else the var
+-- attribution_window_days. It opens at the first send of the step to the member; for the holdout, and for treated
 -- members who were not sent (no consent, suppressed, capped...), at the run's logical date (the
 -- would-be-send time): conversion is measured on everyone assigned (intent to treat).
 with
@@ -96,16 +97,28 @@ members as (
 
 ),
 
+runs as (
+
+    select campaign_run_id, attribution_window_days
+    from {{ ref('stg_ledger__campaign_runs') }}
+
+),
+
 windows as (
 
     select
-        *,
-        case when is_holdout or first_sent_at is null then logical_date else first_sent_at end
-            as attribution_start_at,
-        case when is_holdout or first_sent_at is null then logical_date else first_sent_at end
-        + to_days({{ var('attribution_window_days') }}) as attribution_end_at
+        members.*,
+        coalesce(runs.attribution_window_days, {{ var('attribution_window_days') }}) as attribution_window_days,
+        case when members.is_holdout or members.first_sent_at is null then members.logical_date
+            else members.first_sent_at end as attribution_start_at,
+        case when members.is_holdout or members.first_sent_at is null then members.logical_date
+            else members.first_sent_at end
+        + to_days(coalesce(runs.attribution_window_days, {{ var('attribution_window_days') }}))
+            as attribution_end_at
 
     from members
+    left join runs
+        on members.campaign_run_id = runs.campaign_run_id
 
 ),
 

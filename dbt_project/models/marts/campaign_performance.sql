@@ -32,6 +32,7 @@ run_members as (
         sum(messages_unsubscribed) as unsubscribed,
         bool_or(is_converted) as is_converted,
         max(revenue_base) as revenue_base,
+        max(attribution_window_days) as attribution_window_days,
         bool_and(is_attribution_complete) as is_attribution_complete
 
     from units
@@ -56,6 +57,7 @@ arms as (
         sum(unsubscribed)::bigint as unsubscribed,
         count(*) filter (where is_converted) as converted,
         sum(revenue_base)::decimal(18, 2) as revenue_base,
+        max(attribution_window_days) as attribution_window_days,
         bool_and(is_attribution_complete) as is_attribution_complete
 
     from run_members
@@ -95,7 +97,7 @@ final as (
         holdouts.converted as holdout_converted,
         round(holdouts.converted / holdouts.audience, 6) as holdout_conversion_rate,
         {{ lift_columns('arms.converted', 'arms.audience', 'holdouts.converted', 'holdouts.audience') }},
-        {{ var('attribution_window_days') }} as attribution_window_days,
+        arms.attribution_window_days,
         arms.is_attribution_complete,
         {{ as_of_date() }} as as_of_date
 

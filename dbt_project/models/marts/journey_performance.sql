@@ -30,6 +30,7 @@ arms as (
         sum(messages_unsubscribed)::bigint as unsubscribed,
         count(*) filter (where is_converted) as converted,
         sum(revenue_base)::decimal(18, 2) as revenue_base,
+        max(attribution_window_days) as attribution_window_days,
         bool_and(is_attribution_complete) as is_attribution_complete
 
     from units
@@ -70,7 +71,7 @@ final as (
         holdouts.converted as holdout_converted,
         round(holdouts.converted / holdouts.audience, 6) as holdout_conversion_rate,
         {{ lift_columns('arms.converted', 'arms.audience', 'holdouts.converted', 'holdouts.audience') }},
-        {{ var('attribution_window_days') }} as attribution_window_days,
+        arms.attribution_window_days,
         arms.is_attribution_complete,
         {{ as_of_date() }} as as_of_date
 

@@ -18,6 +18,8 @@ renamed as (
         status as run_status,
         paused_reason,
         as_of_date,
+        -- the campaign file's attribution window, when the campaign layer records it in the run summary
+        try_cast(json_extract_string(summary, '$.attribution_window_days') as integer) as attribution_window_days,
         started_at,
         finished_at
 
