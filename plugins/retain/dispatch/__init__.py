@@ -7,7 +7,13 @@ deliver(ledger, spec, report.run, channels={"email": ..., "sms": ...}, members=.
 
 from retain.dispatch.deliver import DeliverReport, deliver, reconcile_in_doubt, resume_run
 from retain.dispatch.members import DictMembers, MemberSource, WarehouseMembers
-from retain.dispatch.prepare import PrepareReport, TemplateProblem, prepare, sample_member, test_member_id
+from retain.dispatch.prepare import (
+    PrepareReport,
+    TemplateProblem,
+    member_id_for_test_address,
+    prepare,
+    sample_member,
+)
 from retain.dispatch.types import (
     CircuitBreaker,
     ContextFor,
@@ -37,5 +43,5 @@ __all__ = [
     "reconcile_in_doubt",
     "resume_run",
     "sample_member",
-    "test_member_id",
+    "member_id_for_test_address",
 ]

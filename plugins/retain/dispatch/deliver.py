@@ -376,7 +376,12 @@ def _record(
         )
     if outcome.status == "sent":
         ledger.mark_sent(
-            row.id, outcome.provider, outcome.provider_message_id, worker_id=worker_id, content_hash=chash
+            row.id,
+            outcome.provider,
+            outcome.provider_message_id,
+            worker_id=worker_id,
+            content_hash=chash,
+            sent_at=clock(),
         )
         report.counts["sent"] += 1
         breaker.record("sent")

@@ -69,7 +69,7 @@ class PrepareReport:
         return "\n".join(lines)
 
 
-def test_member_id(address: str, channel: str) -> str:
+def member_id_for_test_address(address: str, channel: str) -> str:
     """``test:<first 12 hex of the address hash>``: the member id of a test send (types.py)."""
     from retain.ledger import address_hash
 
@@ -328,4 +328,4 @@ def _sample(
     return sample
 
 
-__all__ = ["PrepareReport", "TemplateProblem", "prepare", "sample_member", "test_member_id"]
+__all__ = ["PrepareReport", "TemplateProblem", "prepare", "sample_member", "member_id_for_test_address"]
