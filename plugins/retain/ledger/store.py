@@ -210,6 +210,41 @@ class EnqueueResult:
     existing: int
 
 
+@dataclass(frozen=True)
+class EventApplied:
+    """What ``Ledger.apply_event`` did: ``new`` is False for a replay (then nothing else changed)."""
+
+    new: bool
+    delivery_id: int | None = None
+    state_changed: bool = False
+    suppressions_added: int = 0
+    suppressions_removed: int = 0
+
+
+# Provider states in lifecycle order. Events at the same instant keep the later stage, and a provider
+# whose callbacks carry no event time (Twilio) only ever moves a delivery forward.
+PROVIDER_STATE_RANK = {
+    "processed": 0,
+    "queued": 0,
+    "accepted": 0,
+    "scheduled": 0,
+    "deferred": 1,
+    "sending": 1,
+    "sent": 2,
+    "delivered": 3,
+    "read": 4,
+    "open": 4,
+    "click": 5,
+    "bounce": 6,
+    "dropped": 6,
+    "undelivered": 6,
+    "failed": 6,
+    "spamreport": 7,
+    "unsubscribe": 7,
+    "group_unsubscribe": 7,
+}
+
+
 # --------------------------------------------------------------------------------------------------
 # Engine
 
@@ -781,6 +816,156 @@ class Ledger:
             inserted = conn.execute(stmt.returning(DeliveryEvent.id)).first() is not None
         log.debug("ledger event %s/%s %s new=%s", provider, provider_event_id, event_type, inserted)
         return inserted
+
+    def apply_event(
+        self,
+        provider: str,
+        provider_event_id: str,
+        event_type: str,
+        occurred_at: datetime,
+        payload: dict[str, Any] | None = None,
+        *,
+        channel: str,
+        delivery_id: int | None = None,
+        provider_message_id: str | None = None,
+        state: str | None = None,
+        by_time: bool = True,
+        suppress: str | None = None,
+        unsuppress: str | None = None,
+        address: str | None = None,
+        members_by_address: bool = False,
+    ) -> EventApplied:
+        """Store a provider event and apply it, in one transaction, so a stored event always has its
+        effects and a replay (same provider event id) changes nothing.
+
+        The delivery is ``delivery_id`` (ignored when it exists but was sent with another provider
+        message id), else the one sent with ``provider_message_id``; events of unknown deliveries are
+        still stored. ``state`` becomes the delivery's ``provider_state`` unless that would move it
+        backwards: ``by_time`` compares (occurred_at, lifecycle rank), otherwise (providers whose
+        callbacks carry no event time) the lifecycle rank alone must rise. ``suppress`` adds a
+        suppression with that reason for ``address`` (hashed; never stored) and the delivery's member;
+        ``unsuppress`` removes suppressions of that reason for them (Twilio START after STOP).
+        ``members_by_address``: also the members whose deliveries on ``channel`` carry the address's
+        hash (an inbound SMS names a number, not a member)."""
+        if channel not in CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}")
+        for reason in (suppress, unsuppress):
+            if reason is not None and reason not in SUPPRESSION_REASONS:
+                raise ValueError(f"unknown suppression reason {reason!r}")
+        hashed = None
+        if address is not None:
+            try:
+                hashed = address_hash(channel, address)
+            except ValueError:
+                log.warning(
+                    "ledger event %s/%s: unusable %s address, no address suppression",
+                    provider,
+                    provider_event_id,
+                    channel,
+                )
+        cols = Delivery.__table__.c
+        wanted = (
+            cols.id,
+            cols.member_id,
+            cols.provider_message_id,
+            cols.provider_state,
+            cols.provider_state_at,
+        )
+        with self._tx() as conn:
+            lock = conn.dialect.name == "postgresql"
+            row = None
+            if delivery_id is not None:
+                pick = select(*wanted).where(cols.id == delivery_id)
+                row = conn.execute(pick.with_for_update() if lock else pick).first()
+                sent_as = row.provider_message_id if row is not None else None
+                if provider_message_id and sent_as and sent_as != provider_message_id:
+                    row = None  # not the message this event is about (e.g. another sender's id space)
+            if row is None and provider_message_id:
+                pick = select(*wanted).where(
+                    cols.provider == provider, cols.provider_message_id == provider_message_id
+                )
+                row = conn.execute((pick.with_for_update() if lock else pick).limit(1)).first()
+            found = row.id if row is not None else None
+            stmt = _insert(conn, DeliveryEvent).values(
+                provider=provider,
+                provider_event_id=provider_event_id,
+                delivery_id=found,
+                provider_message_id=provider_message_id,
+                event_type=event_type,
+                occurred_at=occurred_at,
+                received_at=utcnow(),
+                payload=_redact_payload(payload) if payload is not None else None,
+            )
+            stmt = stmt.on_conflict_do_nothing(index_elements=["provider", "provider_event_id"])
+            if conn.execute(stmt.returning(DeliveryEvent.id)).first() is None:
+                log.info("ledger event %s/%s %s: replay, ignored", provider, provider_event_id, event_type)
+                return EventApplied(new=False, delivery_id=found)
+            result = EventApplied(new=True, delivery_id=found)
+            if state is not None and row is not None:
+                rank = PROVIDER_STATE_RANK.get(state, 0)
+                old_rank = PROVIDER_STATE_RANK.get(row.provider_state or "", 0)
+                if row.provider_state is None or row.provider_state_at is None:
+                    forward = True
+                elif by_time:
+                    forward = (occurred_at, rank) > (row.provider_state_at, old_rank)
+                else:
+                    forward = rank > old_rank
+                if forward:
+                    conn.execute(
+                        update(Delivery)
+                        .where(cols.id == row.id)
+                        .values(provider_state=state, provider_state_at=occurred_at)
+                    )
+                    result = EventApplied(new=True, delivery_id=found, state_changed=True)
+            members: set[str] = {row.member_id} if row is not None else set()
+            if members_by_address and hashed is not None:
+                members.update(
+                    conn.execute(
+                        select(cols.member_id)
+                        .where(cols.channel == channel, cols.address_hash == hashed)
+                        .distinct()
+                    ).scalars()
+                )
+            added = removed = 0
+            if suppress is not None:
+                subjects = [({"address_hash": hashed}, ["channel", "address_hash"])] if hashed else []
+                subjects += [({"member_id": m}, ["channel", "member_id"]) for m in sorted(members)]
+                for subject, conflict in subjects:
+                    ins = _insert(conn, Suppression).values(
+                        channel=channel, reason=suppress, source=provider, created_at=utcnow(), **subject
+                    )
+                    ins = ins.on_conflict_do_nothing(index_elements=conflict)
+                    added += conn.execute(ins.returning(Suppression.id)).first() is not None
+            if unsuppress is not None and (hashed or members):
+                s = Suppression.__table__.c
+                who = []
+                if hashed:
+                    who.append(s.address_hash == hashed)
+                if members:
+                    who.append(s.member_id.in_(sorted(members)))
+                removed = conn.execute(
+                    Suppression.__table__.delete().where(
+                        s.channel == channel, s.reason == unsuppress, or_(*who)
+                    )
+                ).rowcount
+        result = EventApplied(
+            new=True,
+            delivery_id=found,
+            state_changed=result.state_changed,
+            suppressions_added=added,
+            suppressions_removed=removed,
+        )
+        log.info(
+            "ledger event %s/%s %s: delivery %s, state changed %s, suppressions +%s -%s",
+            provider,
+            provider_event_id,
+            event_type,
+            found,
+            result.state_changed,
+            added,
+            removed,
+        )
+        return result
 
     # -- suppressions ------------------------------------------------------------------------------
 
