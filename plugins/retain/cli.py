@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from retain import config, datagen, segments
-from retain.campaigns.cli import campaigns_app
+from retain.campaigns.cli import campaigns_app, send_command
 from retain.measurement_cli import demo_app, ledger_app, report
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(segments_app, name="segments")
 app.add_typer(templates_app, name="templates")
 app.add_typer(campaigns_app, name="campaigns")
+app.command("send")(send_command)
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(demo_app, name="demo")
 app.command("report")(report)

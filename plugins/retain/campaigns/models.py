@@ -157,14 +157,14 @@ Channels = dict[Literal["email", "sms"], str]
 
 
 class Variant(_Strict):
-    """An A/B arm: a share of the audience by ``weight``; may override the templates, offer or subject."""
+    """An A/B arm: a share of the audience by ``weight``; may override the templates (a subject test is two
+    templates that differ in ``subject.j2``) or the offer."""
 
     name: str = Field(pattern=SLUG)
     weight: float = Field(gt=0)
     channels: Channels | None = None
     offer: Offer | None = None
     no_offer: bool = False
-    subject: str | None = Field(default=None, min_length=1, max_length=200)
 
     @model_validator(mode="after")
     def _offer_xor_no_offer(self) -> Variant:
