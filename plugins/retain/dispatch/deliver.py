@@ -147,7 +147,8 @@ def deliver(
         report.paused, report.paused_reason = True, state["paused_reason"]
         log.info("dispatch deliver %s/%s: run is paused, nothing claimed", run.campaign, run.run_id)
         return report
-    report.reconciled = reconcile_in_doubt(ledger, run, channels, lease=lease, now=clock())
+    # claimed_at is the ledger's wall clock, so the lease is measured on it (not on a fixed ``now``)
+    report.reconciled = reconcile_in_doubt(ledger, run, channels, lease=lease)
     renderer = get_renderer(spec.templates_dir)
     breaker = _Breaker(spec.circuit_breaker, ledger, run)
     claimed_total = 0
