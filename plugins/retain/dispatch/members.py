@@ -76,7 +76,7 @@ class WarehouseMembers(MemberSource):
                 )
             self._con = duckdb.connect(str(self.path), read_only=True)
             types = dict(
-                self._con.execute(f"SELECT column_name, data_type FROM (DESCRIBE {self.table})").fetchall()
+                self._con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {self.table})").fetchall()
             )
             if "member_id" not in types:
                 raise ValueError(f"{self.path}: table {self.table} has no member_id column")
