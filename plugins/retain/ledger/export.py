@@ -43,9 +43,10 @@ log = logging.getLogger(__name__)
 
 RAW_SCHEMA = "raw_ledger"
 SOURCES_FILE = Path("models") / "staging" / "_ledger__sources.yml"
-DEFAULT_BATCH = 20_000
+DEFAULT_BATCH = 5_000
 DEFAULT_LOOKBACK = timedelta(minutes=10)
 DEFAULT_LOCK_TIMEOUT_S = 30.0
+DUCKDB_MEMORY_LIMIT = "64MB"
 _NULL = "\\N"
 # Tables copied row by row from a ledger table, with the column that must not go backwards on update.
 _COPIED = {
@@ -140,6 +141,9 @@ def _connect(warehouse: Path, lock_timeout: float) -> duckdb.DuckDBPyConnection:
         try:
             con = duckdb.connect(str(warehouse))
             con.execute("set TimeZone = 'UTC'")
+            # bounded memory whatever the ledger's size: DuckDB spills the stage to disk beyond it
+            con.execute(f"set memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+            con.execute("set preserve_insertion_order = false")
             return con
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
