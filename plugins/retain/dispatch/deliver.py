@@ -352,17 +352,28 @@ def _deliver_batch(
                 f"channel {channel.provider} returned {len(outcomes)} outcomes for {len(items)} messages; "
                 "the rows stay in sending (in doubt) for reconcile"
             )
+        sent: list[tuple[int, str, str | None, str | None]] = []
         for (row, _, chash, address), outcome in zip(items, outcomes, strict=True):
-            _record(
-                ledger, row, outcome, chash, address, channel, worker_id, clock, retry_base_s, report, breaker
-            )
+            if outcome.delivery_id != row.id:
+                raise RuntimeError(
+                    f"channel {channel.provider} answered for delivery {outcome.delivery_id}, not {row.id}"
+                )
+            if outcome.status == "sent":
+                sent.append((row.id, outcome.provider, outcome.provider_message_id, chash))
+            else:
+                _record(
+                    ledger, row, outcome, address, channel, worker_id, clock, retry_base_s, report, breaker
+                )
+        # one transaction for the batch's accepted messages (the provider has them: record them first)
+        ledger.mark_sent_many(sent, worker_id=worker_id, sent_at=clock())
+        report.counts["sent"] += len(sent)
+        breaker.sent += len(sent)
 
 
 def _record(
     ledger: Ledger,
     row: ClaimedDelivery,
     outcome: SendOutcome,
-    chash: str,
     address: str,
     channel: Channel,
     worker_id: str,
@@ -371,22 +382,7 @@ def _record(
     report: DeliverReport,
     breaker: _Breaker,
 ) -> None:
-    if outcome.delivery_id != row.id:
-        raise RuntimeError(
-            f"channel {channel.provider} answered for delivery {outcome.delivery_id}, not {row.id}"
-        )
-    if outcome.status == "sent":
-        ledger.mark_sent(
-            row.id,
-            outcome.provider,
-            outcome.provider_message_id,
-            worker_id=worker_id,
-            content_hash=chash,
-            sent_at=clock(),
-        )
-        report.counts["sent"] += 1
-        breaker.record("sent")
-    elif outcome.status == "failed":
+    if outcome.status == "failed":
         if outcome.suppress:
             ledger.add_suppression(
                 row.channel, address=address, reason=outcome.suppress, source=outcome.provider

@@ -30,7 +30,19 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, create_engine, event, func, inspect, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    inspect,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
@@ -651,6 +663,47 @@ class Ledger:
                 if not (status == "sent" and msg_id == provider_message_id):
                     raise LedgerError(f"delivery {delivery_id} is {status}, not sending by this worker")
         log.info("ledger delivery %s sent via %s (%s)", delivery_id, provider, provider_message_id)
+
+    def mark_sent_many(
+        self,
+        sent: Sequence[tuple[int, str, str | None, str | None]],
+        *,
+        worker_id: str | None = None,
+        sent_at: datetime | None = None,
+    ) -> None:
+        """``mark_sent`` for a batch in one transaction: ``(delivery_id, provider, provider_message_id,
+        content_hash)`` each. Rows still claimed by this worker become sent; afterwards a row that is not
+        ``sent`` with that message id (claimed or resolved by someone else) raises LedgerError."""
+        if not sent:
+            return
+        cols = Delivery.__table__.c
+        now = utcnow()
+        stmt = update(Delivery).where(cols.id == bindparam("b_id"), cols.status == "sending")
+        if worker_id is not None:
+            stmt = stmt.where(cols.worker_id == worker_id)
+        stmt = stmt.values(
+            status="sent",
+            provider=bindparam("b_provider"),
+            provider_message_id=bindparam("b_mid"),
+            content_hash=func.coalesce(bindparam("b_hash", type_=cols.content_hash.type), cols.content_hash),
+            sent_at=sent_at or now,
+            updated_at=now,
+            last_error=None,
+        )
+        params = [{"b_id": i, "b_provider": p, "b_mid": m, "b_hash": h} for i, p, m, h in sent]
+        expected = {i: m for i, _, m, _ in sent}
+        wrong: list[int] = []
+        with self._tx() as conn:
+            for chunk in _chunks(params):
+                conn.execute(stmt, list(chunk))
+            for chunk in _chunks(list(expected)):
+                rows = conn.execute(
+                    select(cols.id, cols.status, cols.provider_message_id).where(cols.id.in_(chunk))
+                )
+                wrong += [i for i, status, m in rows if status != "sent" or m != expected[i]]
+        log.info("ledger %s deliveries sent", len(sent) - len(wrong))
+        if wrong:
+            raise LedgerError(f"deliveries {wrong[:20]} were not sending by this worker")
 
     def mark_failed(
         self,
