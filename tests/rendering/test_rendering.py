@@ -138,6 +138,79 @@ def test_email_links_carry_utm_but_unsubscribe_is_untouched(fixture_renderer, ca
     assert "https://shop.example.com/p/vitamin-c-serum?utm_source=retain&utm_medium=email" in email.text
 
 
+def test_utm_fast_path_writes_what_urlsplit_writes():
+    from urllib.parse import urlsplit, urlunsplit
+
+    utm = utm_params("spring", "email", "day0")
+    extra = "utm_source=retain&utm_medium=email&utm_campaign=spring&utm_content=day0"
+    for url in [
+        "https://s.example.com",
+        "https://s.example.com/",
+        "https://s.example.com/p/1?",
+        "https://s.example.com/p/1#",
+        "https://s.example.com/p/1?#frag",
+        "https://s.example.com/p/1?a=1&b=#f?x",
+        "http://s.example.com:8080/p%20q/?a=%C3%A9",
+        "https://s.example.com/#/app?x=1",
+    ]:
+        parts = urlsplit(url)
+        query = f"{parts.query}&{extra}" if parts.query else extra
+        assert add_utm(url, utm) == urlunsplit(parts._replace(query=query)), url
+
+
+def test_every_http_href_is_tagged_whatever_its_form(make_templates, campaign):
+    root = make_templates(
+        {
+            "email/links/subject.j2": "Links",
+            "email/links/text.j2": "Shop: {{ links.shop }}",
+            "partials/macros.html.j2": ('{% macro card(url) %}<a href="{{ url }}">card</a>{% endmacro %}'),
+            "email/links/html.j2": (
+                '{% from "partials/macros.html.j2" import card %}<html><body>\n'
+                "<a href='https://a.example/x'>single</a>\n"
+                '<a HREF = "https://b.example/y?q=1&amp;r=2#f">spaced</a>\n'
+                '<a href="https://c.example/m/{{ member.member_id }}?n={{ member.first_name }}">mixed</a>\n'
+                '<a href="{% if offer %}https://d.example/offer{% else %}https://d.example/none{% endif %}">'
+                "branch</a>\n"
+                '<a href="{{ links.shop }}">shop</a>\n'
+                '<a href="{{ links.unsubscribe }}">unsubscribe</a>\n'
+                '<a href="{{ links.preferences }}">preferences</a>\n'
+                '<a href="mailto:{{ brand.support_email }}">mail</a> <a href="#top">top</a>\n'
+                '<a href="/relative">relative</a>\n'
+                "{{ card(links.view_in_browser) }}\n"
+                "</body></html>"
+            ),
+        }
+    )
+    ctx = full_context(member(first_name='Zoë "Z" & co'), campaign)
+    html = Renderer(root).render_email("links", ctx, campaign).html
+    utm = "utm_source=retain&amp;utm_medium=email&amp;utm_campaign=spring_welcome&amp;utm_content=day0"
+    assert f"href='https://a.example/x?{utm}'" in html
+    assert f'"https://b.example/y?q=1&amp;r=2&amp;{utm}#f"' in html
+    assert f'href="https://c.example/m/1000001?n=Zoë &#34;Z&#34; &amp; co&amp;{utm}"' in html
+    assert f'href="https://d.example/offer?{utm}"' in html
+    assert f'href="https://shop.example.com/?src=mail&amp;{utm}#top"' in html
+    assert 'href="https://shop.example.com/u/1000001?t=abc123"' in html
+    assert 'href="https://shop.example.com/prefs/1000001?t=abc123"' in html
+    assert 'href="mailto:help@shop.example.com"' in html and 'href="#top"' in html
+    assert 'href="/relative"' in html
+    assert f'href="https://shop.example.com/v/1000001?{utm}"' in html  # inside an imported macro
+    assert html.count("utm_source=retain") == 6
+
+
+def test_an_undefined_variable_in_an_href_is_reported_on_its_line(make_templates, campaign):
+    root = make_templates(
+        {
+            "email/bad/subject.j2": "Bad",
+            "email/bad/text.j2": "Text",
+            "email/bad/html.j2": '<p>ok</p>\n<p>ok</p>\n<a href="{{ links.shop }}{{ nope }}">x</a>\n',
+        }
+    )
+    report = check_templates(root)
+    assert any(
+        p.template == "email/bad/html.j2" and p.line == 3 and p.variable == "nope" for p in report.problems
+    )
+
+
 def test_css_is_inlined_once_per_template(make_templates, monkeypatch, campaign):
     from retain.rendering import css
 

@@ -7,7 +7,6 @@ import duckdb
 from retain import config
 from retain.rendering import check_templates
 from retain.rendering.context import warehouse_members
-from retain.rendering.links import tag_html, utm_params
 
 from .conftest import FIXTURE_TEMPLATES
 
@@ -48,12 +47,3 @@ def test_sample_members_come_from_the_warehouse_read_only(tmp_path):
 def test_without_a_warehouse_the_fixture_members_are_used(tmp_path):
     report = check_templates(FIXTURE_TEMPLATES, warehouse=tmp_path / "missing.duckdb")
     assert report.ok and report.samples_from == "fixtures"
-
-
-def test_utm_on_single_quoted_and_spaced_hrefs():
-    utm = utm_params("c", "email", "s")
-    html = "<a href='https://a.example/x'>a</a> <a HREF = \"https://b.example/y?q=1#f\">b</a>"
-    out = tag_html(html, utm, frozenset())
-    assert "href='https://a.example/x?utm_source=retain&amp;utm_medium=email" in out
-    assert '"https://b.example/y?q=1&amp;utm_source=retain&amp;utm_medium=email&amp;utm_campaign=c' in out
-    assert out.count("utm_source") == 2
