@@ -68,11 +68,32 @@ def test_events_are_seeded_stored_once_and_suppress_bounces_and_unsubscribes(led
     assert _events(ledger) == stored, "a replay stores nothing new"
 
 
-def test_sms_gets_twilio_states_and_stop(ledger: Ledger) -> None:
+def test_events_go_through_the_webhook_receivers_path(ledger: Ledger) -> None:
+    _campaign(ledger, list(range(1, 201)))
+    simulate_events(ledger, "spring", seed=4, rates=EventRates(bounce=0.1, open=0.5, click=0.5))
+    states = {}
+    for i in range(1, 201):
+        row = ledger.delivery(i)
+        states[row["provider_state"]] = states.get(row["provider_state"], 0) + 1
+    # the receiver moves provider_state forward: a clicked message ends "click", a bounced one "bounce"
+    assert set(states) <= {None, "delivered", "open", "click", "bounce", "unsubscribe"}
+    assert states.get("click", 0) > 0 and states.get("bounce", 0) > 0 and states[None] == 50, (
+        "holdout: no state"
+    )
+    with ledger.engine.connect() as conn:
+        providers = set(conn.execute(select(DeliveryEvent.provider).distinct()).scalars())
+    assert providers == {"sendgrid"}
+
+
+def test_sms_gets_twilio_statuses_and_invalid_numbers_are_suppressed(ledger: Ledger) -> None:
     _campaign(ledger, list(range(1, 401)), channel="sms")
     report = simulate_events(ledger, "spring", seed=1, rates=EventRates(bounce=0.1, unsubscribe=0.1))
-    assert set(report.events) <= {"delivered", "undelivered", "stop"} and "open" not in report.events
-    assert report.events["undelivered"] > 0 and report.events["stop"] > 0
+    assert set(report.events) == {"delivered", "undelivered"}
+    with ledger.engine.connect() as conn:
+        reasons = dict(
+            conn.execute(select(Suppression.reason, func.count()).group_by(Suppression.reason)).all()
+        )
+    assert reasons == {"invalid": report.events["undelivered"]}
 
 
 def test_a_campaign_without_sent_messages_is_an_error(ledger: Ledger) -> None:

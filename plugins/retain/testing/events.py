@@ -1,10 +1,11 @@
 """Simulated provider events and conversions for a campaign's run, so the demo and the tests can measure it.
 
 ``simulate_events`` gives each sent delivery an outcome drawn from a seeded generator (the same seed gives
-the same events): most are delivered, some bounce, some delivered ones are opened, clicked or
-unsubscribed. Events go into the ledger the way the webhook receiver stores them (one ``record_event`` per
-provider event, deduplicated on its event id, so running it twice adds nothing) and bounces and
-unsubscribes add the suppression the receiver would add.
+the same events): most are delivered, some bounce, some delivered emails are opened, clicked or
+unsubscribed. Each event goes through the webhook receiver's own functions (``retain.webhooks.sendgrid
+.apply`` and ``retain.webhooks.twilio.apply_status``, i.e. ``Ledger.apply_event``): stored once per event
+id (running it twice adds nothing), the delivery's provider_state moved forward, and the suppression a
+bounce or an unsubscribe causes added for the member.
 
 ``simulate_conversions`` appends paid orders to the landing ``orders.parquet`` for a share of the measured
 members, inside the attribution window: a higher share for members who were sent than for the holdout,
@@ -79,19 +80,29 @@ def _sent(ledger: Ledger, campaign: str, run_id: str | None) -> list[Any]:
         return list(conn.execute(stmt))
 
 
-def _record(ledger: Ledger, row: Any, event_id: str, event_type: str, at: datetime) -> bool:
-    """One provider event through the ledger's event path (the webhook receiver's)."""
-    provider = row.provider or "outbox"
-    payload = {"event": event_type, "sg_message_id": row.provider_message_id, "simulated": True}
-    return ledger.record_event(
-        provider,
-        event_id,
-        event_type,
-        at,
-        payload,
-        delivery_id=row.id,
-        provider_message_id=row.provider_message_id,
-    )
+def _apply(ledger: Ledger, row: Any, event_type: str, at: datetime) -> tuple[bool, int]:
+    """One provider event through the webhook receiver's own code (``retain.webhooks``): stored once
+    (replays are no-ops), provider_state moved forward, suppressions added. Returns (new, suppressions)."""
+    from retain.webhooks import sendgrid, twilio
+
+    message_id = row.provider_message_id or f"sim{row.id}"
+    if row.channel == "email":
+        event = {
+            "sg_event_id": f"sim-{row.id}-{event_type}",
+            "event": event_type,
+            "timestamp": int(at.timestamp()),
+            "delivery_id": row.id,
+            "sg_message_id": f"{message_id}.filter0001",
+        }
+        if event_type == "bounce":
+            event["type"] = "bounce"
+        applied = sendgrid.apply(ledger, event)
+    else:
+        params = {"MessageSid": message_id, "MessageStatus": event_type, "AccountSid": "ACsimulated"}
+        if event_type == "undelivered":
+            params["ErrorCode"] = "30005"  # unknown destination handset: suppressed as invalid
+        applied = twilio.apply_status(ledger, params, str(row.id))
+    return applied.new, applied.suppressions_added
 
 
 def simulate_events(
@@ -102,7 +113,10 @@ def simulate_events(
     seed: int = 0,
     rates: EventRates | None = None,
 ) -> SimulationReport:
-    """Provider events for every sent, non-test delivery of ``campaign`` (one run with ``run_id``)."""
+    """Provider events for every sent, non-test delivery of ``campaign`` (one run with ``run_id``). Email:
+    delivered or bounce, then open, click, unsubscribe (SendGrid events); SMS: delivered or undelivered
+    (Twilio status callbacks; a STOP reply names a phone number, which the ledger never holds, so SMS
+    opt-outs are not simulated)."""
     rates = rates or EventRates()
     report = SimulationReport()
     rows = _sent(ledger, campaign, run_id)
@@ -118,26 +132,20 @@ def simulate_events(
             outcome.append(("bounce", timedelta(seconds=rng.randint(5, 120))))
         else:
             outcome.append(("delivered", timedelta(seconds=rng.randint(2, 60))))
-            opened = row.channel == "email" and rng.random() < rates.open
-            if opened:
+            if row.channel == "email" and rng.random() < rates.open:
                 outcome.append(("open", timedelta(minutes=rng.randint(5, 600))))
                 if rng.random() < rates.click:
                     outcome.append(("click", timedelta(minutes=rng.randint(601, 900))))
-            if rng.random() < rates.unsubscribe:
-                kind = "unsubscribe" if row.channel == "email" else "stop"
-                outcome.append((kind, timedelta(minutes=rng.randint(901, 1200))))
+            if row.channel == "email" and rng.random() < rates.unsubscribe:
+                outcome.append(("unsubscribe", timedelta(minutes=rng.randint(901, 1200))))
         report.deliveries += 1
         for event_type, delay in outcome:
             if row.channel == "sms":
                 event_type = SMS_EVENTS.get(event_type, event_type)
-            new = _record(ledger, row, f"sim-{row.id}-{event_type}", event_type, sent_at + delay)
+            new, suppressed = _apply(ledger, row, event_type, sent_at + delay)
             report.events[event_type] = report.events.get(event_type, 0) + 1
             report.new_events += new
-            if new and event_type in ("bounce", "undelivered", "unsubscribe", "stop"):
-                reason = {"undelivered": "bounce"}.get(event_type, event_type)
-                report.suppressions += ledger.add_suppression(
-                    row.channel, member_id=row.member_id, reason=reason, source="simulated"
-                )
+            report.suppressions += suppressed
     return report
 
 
