@@ -402,17 +402,19 @@ def plan_recipients(
                     )
 
 
-def test_recipients(campaign: Campaign, addresses: Sequence[str]) -> tuple[list[Recipient], dict[str, str]]:
+def recipients_for_tests(
+    campaign: Campaign, addresses: Sequence[str]
+) -> tuple[list[Recipient], dict[str, str]]:
     """Test sends: one message per address (an ``@`` means email, else SMS) and step, the first variant's
     templates; ``member_id`` is ``test:<hash>``, the address goes only into the returned mapping."""
-    from retain.dispatch import test_member_id
+    from retain.dispatch.prepare import member_id_for_test_address
 
     out: list[Recipient] = []
     mapping: dict[str, str] = {}
     variant = campaign.variants[0] if campaign.variants else None
     for address in addresses:
         channel = "email" if "@" in address else "sms"
-        member_id = test_member_id(address, channel)
+        member_id = member_id_for_test_address(address, channel)
         mapping[member_id] = address
         for step in campaign.step_list():
             channels = campaign.channels_for(step, variant)
@@ -555,7 +557,7 @@ def prepare_campaign(
         test_map: dict[str, str] = {}
         if request.test_recipients:
             recipients: Any
-            recipients, test_map = test_recipients(campaign, request.test_recipients)
+            recipients, test_map = recipients_for_tests(campaign, request.test_recipients)
             plan.decided["test"] = len(recipients)
         else:
             recipients = plan_recipients(
@@ -657,7 +659,7 @@ def deliver_campaign(
         as_of = ledger.run_state(run)["as_of_date"] or run.logical_date.date()
         spec = dispatch_spec(campaign)
         context_for, recommender = make_context_for(campaign, settings, as_of, warehouse=warehouse)
-        _, test_map = test_recipients(campaign, test_recipients) if test_recipients else ([], {})
+        _, test_map = recipients_for_tests(campaign, test_recipients) if test_recipients else ([], {})
         chans = channels if channels is not None else default_channels()
         try:
             with MemberSource.from_warehouse(warehouse) as members:
