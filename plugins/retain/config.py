@@ -51,6 +51,12 @@ def campaigns_dir() -> Path:
     return _path_from_env("RETAIN_CAMPAIGNS_DIR", "campaigns")
 
 
+def outbox_dir() -> Path:
+    """Where the outbox channel writes messages when a channel has no provider connection
+    (``RETAIN_OUTBOX_DIR``, default ``data/outbox``); see docs/channels.md."""
+    return _path_from_env("RETAIN_OUTBOX_DIR", "data/outbox")
+
+
 def dbt_project_dir() -> Path:
     """The dbt project (``RETAIN_DBT_PROJECT_DIR``, default ``dbt_project``)."""
     return _path_from_env("RETAIN_DBT_PROJECT_DIR", "dbt_project")

@@ -1,0 +1,26 @@
+"""Channels tests: no connection is defined unless a test sets one; the outbox writes under tmp_path."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch, tmp_path):
+    for name in ("AIRFLOW_CONN_SENDGRID_DEFAULT", "AIRFLOW_CONN_TWILIO_DEFAULT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RETAIN_OUTBOX_DIR", str(tmp_path / "outbox"))
+
+
+@pytest.fixture
+def assert_no_address_logged(caplog):
+    """Call with the addresses a test used: none may appear in any captured log record."""
+    caplog.set_level("DEBUG")
+
+    def check(*addresses: str) -> None:
+        for record in caplog.records:
+            text = record.getMessage() + " " + (record.exc_text or "")
+            for address in addresses:
+                assert address not in text, f"address in log record {record.name}: {record.levelname}"
+
+    return check
