@@ -1,5 +1,6 @@
 """The receiver reaches Airflow: the plugin is registered with our prefix, and a real ``airflow api-server``
-stores a signed SendGrid batch and a Twilio STOP with no Airflow credentials.
+stores a signed SendGrid batch and a Twilio STOP with no Airflow credentials (the Twilio token read from a
+connection in Airflow's metadata database).
 
 Both run Airflow in a child process with a throw-away AIRFLOW_HOME (Airflow reads its configuration once
 per process, and other test folders configure it differently)."""
@@ -111,13 +112,19 @@ def test_a_real_api_server_stores_signed_events_without_airflow_credentials(tmp_
             tmp_path,
             RETAIN_LEDGER_URL=ledger_url,
             RETAIN_SENDGRID_WEBHOOK_PUBLIC_KEY=sg.public_key_base64(),
-            AIRFLOW_CONN_TWILIO_DEFAULT=json.dumps({"conn_type": "twilio", "password": tw.auth_token}),
             RETAIN_PUBLIC_BASE_URL="https://hooks.example.com/retain",
         )
         migrate = subprocess.run(
             [str(BIN / "airflow"), "db", "migrate"], env=env, cwd=tmp_path, capture_output=True, timeout=300
         )
         assert migrate.returncode == 0, migrate.stderr[-3000:]
+        # the Twilio token as a connection created in Airflow (metadata database), as from the UI
+        add = subprocess.run(
+            [str(BIN / "airflow"), "connections", "add", "twilio_default", "--conn-type", "generic",
+             "--conn-login", tw.account_sid, "--conn-password", tw.auth_token],
+            env=env, cwd=tmp_path, capture_output=True, timeout=120,
+        )  # fmt: skip
+        assert add.returncode == 0, add.stderr[-3000:]
         log = (tmp_path / "api-server.log").open("wb")
         server = subprocess.Popen(
             [

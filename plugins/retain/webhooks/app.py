@@ -63,7 +63,11 @@ class _Lazy:
         now = time.monotonic()
         cached = self._cached
         if cached is None or now - cached[0] > SETTINGS_TTL_S:
-            cached = (now, WebhookSettings.from_environment(airflow_connections=self._airflow_connections))
+            try:
+                fresh = WebhookSettings.from_environment(airflow_connections=self._airflow_connections)
+            except ValueError as exc:  # names the variable or connection, never a secret
+                raise Rejected(503, f"webhook configuration error: {exc}") from None
+            cached = (now, fresh)
             self._cached = cached
         return cached[1]
 

@@ -15,14 +15,15 @@ so a connection created in the UI works.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
+
+from retain.connections import env_var_name, parse_connection
 
 log = logging.getLogger(__name__)
 
@@ -45,41 +46,13 @@ def _int_env(environ: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _connection_from_env(conn_id: str, environ: Mapping[str, str]) -> dict[str, Any] | None:
-    """``{"password": ..., "extra": {...}}`` of ``AIRFLOW_CONN_<CONN_ID>`` in either of Airflow's forms.
-
-    This is the seam for a shared connection reader (``retain.connections``): it only needs the
-    password and the extra dict.
-    """
-    raw = environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
-    if not raw:
-        return None
-    raw = raw.strip()
-    if raw.startswith("{"):
-        try:
-            conn = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"AIRFLOW_CONN_{conn_id.upper()} is not valid JSON: {exc.msg}") from None
-        extra = conn.get("extra") or {}
-        if isinstance(extra, str):
-            extra = json.loads(extra) if extra.strip() else {}
-        return {"password": conn.get("password"), "extra": extra}
-    parts = urlsplit(raw)
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    extra: dict[str, Any] = {}
-    if "__extra__" in query:
-        extra = json.loads(query.pop("__extra__") or "{}")
-    extra.update(query)
-    password = unquote(parts.password) if parts.password is not None else None
-    return {"password": password, "extra": extra}
-
-
 def _connection_from_airflow(conn_id: str) -> dict[str, Any] | None:
-    """The connection through Airflow's secrets backends (metadata database included); None if absent."""
+    """The connection through Airflow's server-side lookup (secrets backends, then the metadata
+    database), which is what the api-server has; the task SDK's lookup finds nothing there."""
     try:
-        from airflow.models.connection import Connection
+        from airflow.models.connection import Connection as AirflowConnection
 
-        conn = Connection.get_connection_from_secrets(conn_id)
+        conn = AirflowConnection.get_connection_from_secrets(conn_id)
     except Exception as exc:  # AirflowNotFoundException, or no database in this process
         log.debug(
             "retain webhooks: connection %s not available from Airflow: %s", conn_id, type(exc).__name__
@@ -89,17 +62,24 @@ def _connection_from_airflow(conn_id: str) -> dict[str, Any] | None:
 
 
 def _connection(conn_id: str, environ: Mapping[str, str], airflow_connections: bool) -> dict[str, Any]:
-    conn = _connection_from_env(conn_id, environ)
-    if conn is None and airflow_connections:
-        conn = _connection_from_airflow(conn_id)
-    return conn or {}
+    """``{"password", "extra"}`` of the connection: ``AIRFLOW_CONN_<ID>`` (parsed by retain.connections,
+    Airflow's rules, no Airflow import), else Airflow's lookup inside the api-server; {} if undefined."""
+    raw = environ.get(env_var_name(conn_id))
+    if raw:
+        conn = parse_connection(raw, conn_id)
+        return {"password": conn.password, "extra": dict(conn.extra)}
+    if airflow_connections:
+        return _connection_from_airflow(conn_id) or {}
+    return {}
 
 
 def normalise_public_key(value: str) -> str:
     """The key as SendGrid's helper wants it: base64 DER without PEM armour or line breaks (a pasted PEM
-    block is accepted too)."""
-    body = re.sub(r"-----(BEGIN|END) PUBLIC KEY-----", "", value)
-    return re.sub(r"\s+", "", body)
+    block is accepted too, and a "+" decoded to a space in a connection URI is restored)."""
+    armourless = re.sub(r"-----(BEGIN|END) PUBLIC KEY-----", "", value)
+    body = "".join(line.strip() for line in armourless.splitlines())
+    # base64 has no spaces: one here is a "+" that URL decoding of an AIRFLOW_CONN_ URI turned into " "
+    return body.replace(" ", "+")
 
 
 @dataclass(frozen=True)
