@@ -1,8 +1,12 @@
 """Rendering throughput on one core: complete emails (subject + CSS-inlined HTML + text, UTM links) and SMS
 per second from member_segments-like rows, against the floor of a bare ``Template.render`` of the same
-templates (plain, unsandboxed Jinja environment, same sources and filters, no UTM, no checks).
+templates (a stock, unsandboxed ``jinja2.Environment`` reading the same CSS-inlined sources with the same
+filters; no UTM, no checks, none of Retain's environment changes).
 
     .venv/bin/python bench/bench_rendering.py [--members 20000] [--templates DIR] [--journey welcome]
+
+Shipped templates: ``--templates templates --journey win_back``. The machine's load average is printed
+before and after: other work on the machine slows every rate here, so measure when it is quiet.
 
 Default templates: tests/rendering/fixtures/templates (a layout with a <style> block, a 4-product card loop,
 a coupon partial, money formatting). Results go to docs/benchmarks.md ("Rendering").
@@ -125,6 +129,7 @@ def main() -> None:
     parser.add_argument("--journey", default="welcome")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()
     campaign = Campaign(name="spring_welcome", journey=args.journey, step="day0")
     rows = member_rows(args.members)
     t0 = time.perf_counter()
@@ -139,7 +144,8 @@ def main() -> None:
     for ctx in ctxs[:2000]:  # warm the formatting caches as a real run does after its first members
         renderer.render_email(args.journey, ctx, campaign)
 
-    # The floor: a plain Environment rendering the same (already inlined) sources with the same filters.
+    # The floor: a stock Environment rendering the same (already inlined) sources with the same filters.
+    # InliningLoader is the CSS step only: Retain's own loader also routes hrefs through the UTM filter.
     plain = Environment(
         loader=InliningLoader(args.templates),
         undefined=StrictUndefined,
@@ -186,6 +192,11 @@ def main() -> None:
         f"python {platform.python_version()}, {os.cpu_count()} cpu(s), {args.members:,} members, "
         f"templates {args.templates}"
     )
+    load_after = os.getloadavg()
+    print(
+        f"load average (1/5/15 min) before: {' '.join(f'{x:.2f}' for x in load_before)}, "
+        f"after: {' '.join(f'{x:.2f}' for x in load_after)}"
+    )
     print(f"context build: {args.members / build_s:,.0f} contexts/s (not in the rates below)")
     print(f"first message (compile + CSS inline of every template used): {first_ms:.1f} ms")
     print(f"email HTML size: {len(sample.html):,} chars, text {len(sample.text):,} chars")
@@ -196,7 +207,7 @@ def main() -> None:
     )
     print(
         f"  the 3 renders alone in Retain's sandbox:    {results['email sandboxed render only']:>10,.0f}"
-        f"   (UTM, subject/text clean-up cost the rest)"
+        f"   (UTM on text links, subject/text clean-up cost the rest)"
     )
     print(f"SMS/s (render, UTM, segments, opt-out check): {results['sms']:>10,.0f}")
     print(

@@ -222,9 +222,9 @@ def test_css_is_inlined_once_per_template(make_templates, monkeypatch, campaign)
     renderer = Renderer(FIXTURE_TEMPLATES)
     for row in [member(), member("de-DE"), member("zh-CN")] * 5:
         email = renderer.render_email("welcome", full_context(row, campaign), campaign)
-        assert 'style="padding: 8px;text-align: center" class="card"' in email.html
-        assert '<p style="font-weight: bold;color: #c0392b" class="price">' in email.html
-        assert "@media" in email.html  # the <style> block stays for clients that read it
+        assert 'style="padding:8px;text-align:center" class="card"' in email.html
+        assert '<p style="font-weight:bold;color:#c0392b" class="price">' in email.html
+        assert "@media" in email.html  # media queries stay in the <style> block for clients that read them
     assert len(calls) == 4  # html.j2, the layout and two partials: once each, not per message
 
 
@@ -237,9 +237,27 @@ def test_a_tags_own_style_wins_and_jinja_in_tags_survives():
         ".c { color: red; padding: 1px }",
     )
     assert out == (
-        '<td class="c" style="color: red;padding: 1px; color: blue" data-x="{{ a > b }}">'
+        '<td class="c" style="padding:1px;color:blue" data-x="{{ a > b }}">'
         "{% for x in y %}<tr>{{ x }}</tr>{% endfor %}</td>"
     )
+
+
+def test_style_block_keeps_only_what_inlining_cannot_express():
+    from retain.rendering.css import inline_source
+
+    sheet = (
+        "p { color: red; } .note { font-size: 12px; } a:hover { color: blue; } .box a { color: green; } "
+        "@media (max-width: 600px) { .note { font-size: 16px !important; } }"
+    )
+    out = inline_source(
+        f'<html><head><style>{sheet}</style></head><body><p class="note">Hi <a href="#">x</a></p>'
+        "</body></html>",
+        "",
+    )
+    assert '<p style="color:red;font-size:12px" class="note">' in out
+    style = out.split("<style>")[1].split("</style>")[0]
+    assert "a:hover" in style and ".box a" in style and "@media" in style and "16px !important" in style
+    assert "color: red" not in style and "font-size: 12px" not in style  # already on the tags
 
 
 def test_preview_prints_subject_text_sms_and_writes_html(monkeypatch, tmp_path):

@@ -7,8 +7,11 @@ once when Jinja loads it:
 1. Jinja constructs are swapped for placeholders and each start tag gets a ``data-ri="N"`` marker.
 2. A copy with the Jinja removed is inlined by css-inline (CSS: the ``<style>`` blocks of the layouts under
    ``layouts/`` plus the file's own), which computes each marked tag's style.
-3. Only those computed ``style`` attributes are written back into the original source; its structure,
-   Jinja and ``<style>`` blocks (kept for clients that read media queries) are untouched.
+3. Only those computed ``style`` attributes are written back into the original source, compacted
+   (``padding:8px;color:#111``, a property set twice kept once); its structure and Jinja are untouched.
+4. The ``<style>`` blocks keep only what inlining cannot express: media queries and other @-rules, and
+   rules whose selector is more than one tag or class (``a:hover``, ``.footer a``, ``td[align]``). A rule
+   on a plain tag or class is on every matching tag already; sending it twice would only add bytes.
 
 Limits (documented in docs/templates.md): selectors are matched within one file, so a descendant selector
 whose ancestor sits in another file (``.footer a`` with ``.footer`` in the layout and ``a`` in a partial)
@@ -18,6 +21,7 @@ does not apply; a tag's own ``style="..."`` is kept and wins over the rules.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 
 import css_inline
@@ -26,13 +30,18 @@ _JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _PLACEHOLDER = re.compile("\x00(\\d+)\x00")
 _START_TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9-]*)(?=[\s/>])")
 _STYLE_BLOCK = re.compile(r"<style[^>]*>(.*?)</style>", re.DOTALL | re.IGNORECASE)
+_STYLE_BLOCK_WHOLE = re.compile(r"(<style[^>]*>)(.*?)(</style>)", re.DOTALL | re.IGNORECASE)
 _MARKED = re.compile(r"<[a-zA-Z][^>]*?\bdata-ri=\"(\d+)\"[^>]*>")
 _STYLE_ATTR = re.compile(r"""\sstyle\s*=\s*(["'])(.*?)\1""", re.DOTALL | re.IGNORECASE)
 _SKIP_TAGS = {"html", "head", "meta", "title", "style", "link", "script", "base"}
 
 
+@lru_cache(maxsize=4096)
 def is_html_template(name: str) -> bool:
-    """HTML templates (autoescaped, CSS-inlined): ``html.j2`` and ``*.html.j2``."""
+    """HTML templates (autoescaped, CSS-inlined): ``html.j2`` and ``*.html.j2``.
+
+    Cached: Jinja asks again for every context it creates (seven an email).
+    """
     base = name.rsplit("/", 1)[-1]
     return base == "html.j2" or base.endswith(".html.j2") or base.endswith(".html")
 
@@ -91,7 +100,7 @@ def inline_source(source: str, css: str) -> str:
     for tag in _MARKED.finditer(inlined):
         style = _STYLE_ATTR.search(tag.group(0))
         if style and style.group(2).strip():
-            computed[tag.group(1)] = style.group(2).strip().rstrip(";")
+            computed[tag.group(1)] = compact_style(style.group(2))
 
     def write_back(match: re.Match[str]) -> str:
         n = match.group(1)
@@ -103,13 +112,106 @@ def inline_source(source: str, css: str) -> str:
         own = _STYLE_ATTR.search(tag)
         if own and n in computed:
             # Rules first, the tag's own declarations after them so they win.
-            merged = f' style="{computed[n]}; {own.group(2)}"'
+            merged = f' style="{compact_style(computed[n] + ";" + own.group(2))}"'
             tag = tag[: own.start()] + merged + tag[own.end() :]
             return re.sub(r' data-ri="\d+"', "", tag)
         return re.sub(r' data-ri="(\d+)"', write_back, tag)
 
     result = _MARKED_PROTECTED.sub(place, marked)
+    result = _STYLE_BLOCK_WHOLE.sub(_residual_block, result)
     return _PLACEHOLDER.sub(lambda m: saved[int(m.group(1))], result)
+
+
+def compact_style(style: str) -> str:
+    """``padding: 8px; color: red; color: blue`` -> ``padding:8px;color:blue`` (same computed style)."""
+    if "\x00" in style or "{" in style:
+        return style.strip()
+    decls: list[str] = []
+    current: list[str] = []
+    quote = ""
+    depth = 0
+    for ch in style:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == ";" and depth == 0:
+            decls.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    decls.append("".join(current))
+    last: dict[str, int] = {}
+    pairs: list[tuple[str, str]] = []
+    for decl in decls:
+        prop, sep, value = decl.partition(":")
+        prop, value = prop.strip(), " ".join(value.split())
+        if not sep or not prop:
+            if decl.strip():
+                return style.strip()  # not plain declarations: leave it exactly as written
+            continue
+        pairs.append((prop, value))
+        last[prop.lower()] = len(pairs) - 1
+    important = any("!important" in v for _, v in pairs)
+    return ";".join(
+        f"{prop}:{value}"
+        for i, (prop, value) in enumerate(pairs)
+        if important or last[prop.lower()] == i  # an earlier value of the same property never applies
+    )
+
+
+_SIMPLE_SELECTOR = re.compile(r"(?:[a-zA-Z][a-zA-Z0-9]*|[a-zA-Z]*\.[a-zA-Z_-][\w-]*)")
+_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
+
+
+def _inlined(selector: str) -> bool:
+    """A plain tag or class selector, which the inliner writes onto every matching tag."""
+    return bool(_SIMPLE_SELECTOR.fullmatch(selector)) and selector.split(".")[0].lower() not in _SKIP_TAGS
+
+
+def residual_css(css: str) -> str:
+    """The rules of a style sheet that inlining does not already put on the tags (see the module doc)."""
+    css = _COMMENT.sub("", css)
+    kept: list[str] = []
+    i = 0
+    while True:
+        start = css.find("{", i)
+        if start < 0:
+            tail = css[i:].strip()
+            if tail:
+                kept.append(tail)
+            break
+        prelude = css[i:start]
+        if ";" in prelude:  # @import / @charset statements before the rule
+            statements, prelude = prelude.rsplit(";", 1)
+            kept.append(statements.strip() + ";")
+        depth, end = 0, start
+        while end < len(css):
+            if css[end] == "{":
+                depth += 1
+            elif css[end] == "}":
+                depth -= 1
+                if depth == 0:
+                    break
+            end += 1
+        prelude = prelude.strip()
+        selectors = [sel.strip() for sel in prelude.split(",")]
+        if prelude.startswith("@") or not all(_inlined(sel) for sel in selectors):
+            kept.append(f"{prelude} {css[start : end + 1].strip()}")
+        i = end + 1
+    return "\n".join(kept)
+
+
+def _residual_block(match: re.Match[str]) -> str:
+    body = match.group(2)
+    if "\x00" in body:  # Jinja inside: leave it
+        return match.group(0)
+    rest = residual_css(body)
+    return f"{match.group(1)}\n{rest}\n{match.group(3)}" if rest else ""
 
 
 # Tags in the protected source may contain placeholders (\x00N\x00) but never a raw '>' from Jinja.
