@@ -114,9 +114,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
             )
             return tuple(str(r[0]) for r in rows.fetchall())
 
-        senior = pick("member_tier = 'ordinary' and is_email_contactable", 12)
+        senior = pick(
+            "member_tier = 'ordinary' and is_email_contactable and lifecycle_stage <> 'dormant'", 12
+        )
         sup = pick("member_tier = 'senior' and is_email_contactable", 6)
-        dormant = pick("lifecycle_stage = 'at_risk' and is_email_contactable", 12)
+        # The first four upgraded members also turn dormant: they qualify for two journeys the same day.
+        dormant = pick("lifecycle_stage = 'at_risk' and is_email_contactable", 12) + senior[:4]
         con.execute(
             "update member_segments set member_tier = 'senior' where member_id in (select unnest(?))",
             [[int(m) for m in senior]],
