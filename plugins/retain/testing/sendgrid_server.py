@@ -24,6 +24,11 @@ from retain.testing._server import LocalProviderServer, Response
 from retain.testing.faults import Faults, Outcome
 
 MAIL_SEND_PATH = "/v3/mail/send"
+MESSAGES_PATH = "/v3/messages"
+_QUERY_CLAUSE = re.compile(
+    r"""\s*(?:(?P<field>unique_args\[\s*'(?P<arg>[^']+)'\s*\]|msg_id|to_email|from_email|subject|status)"""
+    r"""\s*(?:=\s*"(?P<value>[^"]*)"|(?P<like>LIKE)\s*'(?P<pattern>[^']*)'))\s*"""
+)
 MAX_PERSONALIZATIONS = 1000
 MAX_RECIPIENTS = 1000
 MAX_CUSTOM_ARGS_BYTES = 10_000
@@ -72,6 +77,7 @@ class SendGridServer(LocalProviderServer):
         *,
         forbidden_keys: Iterable[str] = (),
         max_body_bytes: int = 30 * 1024 * 1024,
+        activity_api: bool = True,
         faults: Faults | None = None,
         **fault_knobs: Any,
     ) -> None:
@@ -79,6 +85,10 @@ class SendGridServer(LocalProviderServer):
         self.api_keys = set(api_keys)
         self.forbidden_keys = set(forbidden_keys)
         self.max_body_bytes = max_body_bytes
+        #: False: the account has no Email Activity add-on / the key lacks its scope (GET /v3/messages: 403)
+        self.activity_api = activity_api
+        #: recipients of valid requests sent with mail_settings.sandbox_mode.enable (200, not delivered)
+        self.sandboxed = 0
         self._signing_key = ec.generate_private_key(ec.SECP256R1())
 
     # -- HTTP ----------------------------------------------------------------------------------------
@@ -89,6 +99,8 @@ class SendGridServer(LocalProviderServer):
 
     def handle(self, method: str, path: str, headers: Any, body: bytes) -> Response:
         self._sleep_latency()
+        if path.split("?")[0] == MESSAGES_PATH:
+            return self._messages(method, path, headers)
         if path.split("?")[0] != MAIL_SEND_PATH:
             return _errors(404, "not found")
         if method != "POST":
@@ -123,6 +135,13 @@ class SendGridServer(LocalProviderServer):
                 time.sleep(self.faults.faults.timeout_s)
             return _errors(400, e.message, e.field, e.help)
 
+        settings = payload.get("mail_settings")
+        sandbox = settings.get("sandbox_mode") if isinstance(settings, dict) else None
+        if isinstance(sandbox, dict) and sandbox.get("enable") is True:
+            # Sandbox mode: validated, answered 200, never delivered (so nothing is recorded).
+            with self._lock:
+                self.sandboxed += len(records)
+            return Response(200, b"", limits)
         message_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         now = time.time()
         records = [
@@ -136,6 +155,75 @@ class SendGridServer(LocalProviderServer):
             return Response(202, b"", {"X-Message-Id": message_id, **limits})
         self._record(records)
         return Response(202, b"", {"X-Message-Id": message_id, **limits})
+
+    # -- Email Activity Feed API: GET /v3/messages ("Filter all messages") ----------------------------
+    def _messages(self, method: str, path: str, headers: Any) -> Response:
+        """Documented contract: ``query`` URL-encoded, clauses ``field="value"`` (to_email, from_email,
+        subject, status, msg_id, ``unique_args['name']``) or ``msg_id LIKE 'prefix%'`` joined by AND;
+        ``limit`` 1-1000 (default 10); answer ``{"messages": [{from_email, msg_id, subject, to_email,
+        status, opens_count, clicks_count, last_event_time}]}``, most recent first. No fault draws:
+        the Mail Send faults do not apply to reads."""
+        from urllib.parse import parse_qs, urlsplit
+
+        if method != "GET":
+            return _errors(405, "method not allowed")
+        auth = headers.get("Authorization") or ""
+        key = auth[7:] if auth.startswith("Bearer ") else None
+        if key not in self.api_keys and key not in self.forbidden_keys:
+            return _errors(401, "The provided authorization grant is invalid, expired, or revoked")
+        if not self.activity_api or key in self.forbidden_keys:
+            return _errors(403, "access forbidden")
+        params = parse_qs(urlsplit(path).query, keep_blank_values=True)
+        try:
+            limit = int((params.get("limit") or ["10"])[0])
+        except ValueError:
+            return _errors(400, "limit must be an integer", "limit")
+        if not 1 <= limit <= 1000:
+            return _errors(400, "limit must be between 1 and 1000", "limit")
+        query = (params.get("query") or [""])[0]
+        clauses = []
+        for part in re.split(r"\s+AND\s+", query.strip().strip("()")) if query.strip() else []:
+            m = _QUERY_CLAUSE.fullmatch(part.strip().strip("()"))
+            if not m:
+                return _errors(400, f"invalid query: {part!r}", "query")
+            clauses.append(m)
+        out = []
+        for r in reversed(self.received):
+            msg_id = self.msg_id_of(r)
+            values = {
+                "msg_id": msg_id,
+                "to_email": r.to,
+                "from_email": r.from_email,
+                "subject": r.subject or "",
+                "status": "processed",
+            }
+            ok = True
+            for m in clauses:
+                actual = r.custom_args.get(m["arg"]) if m["arg"] else values[m["field"]]
+                if m["like"]:
+                    prefix = m["pattern"].rstrip("%")
+                    ok = actual is not None and actual.startswith(prefix)
+                else:
+                    ok = actual == m["value"]
+                if not ok:
+                    break
+            if ok:
+                out.append(
+                    {
+                        **values,
+                        "opens_count": 0,
+                        "clicks_count": 0,
+                        "last_event_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.received_at)),
+                    }
+                )
+                if len(out) >= limit:
+                    break
+        return Response.json(200, {"messages": out})
+
+    @staticmethod
+    def msg_id_of(record: SentEmail) -> str:
+        """The per-recipient SendGrid message id: the request's X-Message-Id, then a server suffix."""
+        return f"{record.message_id}.filterdrecv-p1-{record.personalization_index}-0"
 
     # -- validation as the "Mail Send errors" page lists it ------------------------------------------
     def _validate(self, p: Any) -> list[dict[str, Any]]:
