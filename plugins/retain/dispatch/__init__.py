@@ -5,7 +5,7 @@ deliver(ledger, spec, report.run, channels={"email": ..., "sms": ...}, members=.
         worker_id="campaign_send.dispatch.3")
 """
 
-from retain.dispatch.deliver import DeliverReport, deliver, reconcile_in_doubt, resume_run
+from retain.dispatch.deliver import DeliverReport, channels_for, deliver, reconcile_in_doubt, resume_run
 from retain.dispatch.members import DictMembers, MemberSource, WarehouseMembers
 from retain.dispatch.prepare import (
     PrepareReport,
@@ -38,6 +38,7 @@ __all__ = [
     "StepTemplates",
     "TemplateProblem",
     "WarehouseMembers",
+    "channels_for",
     "deliver",
     "prepare",
     "reconcile_in_doubt",

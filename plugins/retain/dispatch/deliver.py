@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -75,6 +75,14 @@ class _Clock:
 
     def __call__(self) -> datetime:
         return self.start + timedelta(seconds=time.monotonic() - self.t0)
+
+
+def channels_for(spec: DispatchSpec, channels: Sequence[str] = ("email", "sms")) -> dict[str, Channel]:
+    """The environment's channel per name (``retain.channels.channel_for``: SendGrid / Twilio when their
+    connection exists, else the outbox), throttled to ``spec.rate_per_s`` (token bucket) when set."""
+    from retain.channels import channel_for
+
+    return {name: channel_for(name, rate_per_s=spec.rate_per_s.get(name)) for name in channels}
 
 
 def resume_run(ledger: Ledger, run: Run) -> None:
