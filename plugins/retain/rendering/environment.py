@@ -294,7 +294,9 @@ class Renderer:
         utm = links.utm_params(campaign.name, "email", campaign.step or name)
         skip = _skip_links(context)
         subject_name, subject = self._render(f"email/{name}/subject.j2", context, campaign.default_locale)
-        token = links.CURRENT.set((utm, skip))  # the HTML's hrefs take their UTM pairs while it renders
+        token = links.CURRENT.set(
+            links.message_state(utm, skip)
+        )  # the HTML's hrefs take their UTM pairs while it renders
         try:
             html_name, html = self._render(f"email/{name}/html.j2", context, campaign.default_locale)
         finally:

@@ -33,9 +33,33 @@ _SIMPLE_URL = re.compile(r"https?://[^\s?#]+(?:\?[^\s#]*)?(?:#\S*)?")
 
 Utm = tuple[tuple[str, str], ...]
 
-# (utm pairs, links left untouched) of the message being rendered; None outside Renderer.render_email.
-CURRENT: ContextVar[tuple[Utm, frozenset[str]] | None] = ContextVar("retain_utm", default=None)
+# (utm pairs, links left untouched, that utm's tagged-URL cache) of the message being rendered; None
+# outside Renderer.render_email. Set it with ``message_state``.
+CURRENT: ContextVar[tuple[Utm, frozenset[str], dict[str, str]] | None] = ContextVar(
+    "retain_utm", default=None
+)
 FILTER_NAME = "_retain_utm"
+
+# utm -> {url or text match: the same with UTM}; a plain dict per campaign step, so a link already seen
+# costs one string-keyed lookup. Bounded: per-member URLs (view in browser) would otherwise grow it.
+_TAGGED: dict[tuple[Utm, str], dict[str, str]] = {}
+_TAGGED_MAX = 20_000
+
+
+def _cache(utm: Utm, kind: str) -> dict[str, str]:
+    cache = _TAGGED.get((utm, kind))
+    if cache is None:
+        if len(_TAGGED) > 256:
+            _TAGGED.clear()
+        cache = _TAGGED[(utm, kind)] = {}
+    elif len(cache) > _TAGGED_MAX:
+        cache.clear()
+    return cache
+
+
+def message_state(utm: Utm, skip: frozenset[str]) -> tuple[Utm, frozenset[str], dict[str, str]]:
+    """What ``CURRENT`` holds while one message's HTML renders."""
+    return utm, skip, _cache(utm, "href")
 
 
 @lru_cache(maxsize=1024)
@@ -94,17 +118,24 @@ def utm_href(value: object) -> object:
     a missing variable still fails the render.
     """
     state = CURRENT.get()
-    if state is None or not isinstance(value, str):
+    if state is None:
         return value
-    utm, skip = state
+    utm, skip, cache = state
     if type(value) is str:
-        if value in skip or not _is_http(value):
+        if value in skip:
             return value
-        return add_utm(value, utm)
-    url = Markup(value).unescape() if isinstance(value, Markup) else str(value)
-    if url in skip or not _is_http(url):
-        return value
-    return Markup.escape(add_utm(url, utm))
+        tagged = cache.get(value)
+        if tagged is None:
+            tagged = cache[value] = add_utm(value, utm) if _is_http(value) else value
+        return tagged
+    if not isinstance(value, Markup):
+        return value if not isinstance(value, str) else utm_href(str(value))
+    markup_cache = _cache(utm, "markup")  # escaped href -> (the URL, the escaped href with UTM)
+    entry = markup_cache.get(value)
+    if entry is None:
+        url = value.unescape()
+        entry = markup_cache[value] = (url, Markup.escape(add_utm(url, utm)) if _is_http(url) else value)
+    return value if entry[0] in skip else entry[1]
 
 
 # ------------------------------------------------------------------------- template source rewriting
@@ -171,14 +202,16 @@ def tag_text(text: str, utm: Utm, skip: frozenset[str]) -> str:
     """UTM on every bare http(s) URL in plain text (trailing punctuation is not part of the URL)."""
     if "http" not in text:
         return text
+    cache = _cache(utm, "text")
 
     def repl(match: re.Match[str]) -> str:
-        url = match.group(0)
-        tail = ""
-        while url and url[-1] in _TRAILING:
-            url, tail = url[:-1], url[-1] + tail
+        found = match.group(0)
+        url = found.rstrip(_TRAILING)
         if url in skip:
-            return match.group(0)
-        return add_utm(url, utm) + tail
+            return found
+        out = cache.get(found)
+        if out is None:
+            out = cache[found] = add_utm(url, utm) + found[len(url) :]
+        return out
 
     return _BARE_URL.sub(repl, text)
