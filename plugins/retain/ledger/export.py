@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 RAW_SCHEMA = "raw_ledger"
 SOURCES_FILE = Path("models") / "staging" / "_ledger__sources.yml"
 DEFAULT_BATCH = 5_000
+SPOOL_CHUNK_ROWS = 50_000  # rows staged and merged in DuckDB at a time
 DEFAULT_LOOKBACK = timedelta(minutes=10)
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 DUCKDB_MEMORY_LIMIT = "64MB"
@@ -259,11 +260,10 @@ def _read_ledger(
             missing = [c for c in names if c not in table.c]
             if missing:
                 raise SyncDefinitionError(f"raw_ledger.{name} declares columns the ledger lacks: {missing}")
-            target = spool / f"{name}.csv"
-            target.touch()
             read[name] = 0
             for rows in _batches(conn, table, names, filters[name], batch):
-                read[name] += _spool(target, rows)
+                # chunk files of at most SPOOL_CHUNK_ROWS rows: the merge stages one at a time
+                read[name] += _spool(spool / f"{name}.{read[name] // SPOOL_CHUNK_ROWS:06d}.csv", rows)
         # suppressions: counts only (no address hashes leave the ledger), streamed
         sup = Suppression.__table__
         counts: Counter[tuple[Any, ...]] = Counter()
@@ -316,8 +316,9 @@ def _merge(
         f"insert into {RAW_SCHEMA}.{name} ({quoted}, synced_at) select {quoted}, ? from changed_{name}",
         [now.replace(tzinfo=None)],
     )
-    total = con.execute(f"select count(*) from {RAW_SCHEMA}.{name}").fetchone()[0]
-    return TableSync(inserted=inserted, updated=updated, total=total)
+    con.execute(f"drop table changed_{name}")
+    con.execute(f"drop table stage_{name}")
+    return TableSync(inserted=inserted, updated=updated)
 
 
 def sync_to_warehouse(
@@ -356,9 +357,13 @@ def sync_to_warehouse(
             con.execute("begin transaction")
             for name, (_model, guard) in _COPIED.items():
                 staged = [c for c in columns[name] if c[0] != "synced_at"]
-                _load_stage(con, name, staged, spool / f"{name}.csv")
-                report.tables[name] = _merge(con, name, columns[name], guard, now)
-                report.tables[name].read = read[name]
+                result = report.tables[name] = TableSync(read=read[name])
+                for chunk in sorted(spool.glob(f"{name}.*.csv")):
+                    _load_stage(con, name, staged, chunk)
+                    merged = _merge(con, name, columns[name], guard, now)
+                    result.inserted += merged.inserted
+                    result.updated += merged.updated
+                result.total = con.execute(f"select count(*) from {RAW_SCHEMA}.{name}").fetchone()[0]
             sup_cols = [c for c in columns["suppression_counts"] if c[0] != "synced_at"]
             _load_stage(con, "suppression_counts", sup_cols, spool / "suppression_counts.csv")
             con.execute(f"delete from {RAW_SCHEMA}.suppression_counts")
