@@ -54,6 +54,7 @@ bench: venv  ## every benchmark; numbers are recorded in docs/benchmarks.md (1M 
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_dag_parse.py
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_rendering.py
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_segments.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_dispatch.py
 
 clean:
 	rm -rf $(VENV) .airflow data dbt_project/target dbt_project/logs
