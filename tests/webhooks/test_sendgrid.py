@@ -272,3 +272,37 @@ def test_payload_is_stored_without_the_address(client, ledger, sg):
     assert "email" not in stored and "ip" not in stored
     assert "<email>" in stored["url"] and "ann.lee" not in stored["url"]  # a quoted address too
     assert stored["delivery_id"] == str(ann.delivery_id)
+
+
+def test_a_batched_request_is_attributed_by_delivery_id_never_by_the_shared_message_id(client, ledger, sg):
+    """One request with several personalizations has one X-Message-Id for all its recipients."""
+    from sendgrid import SendGridAPIClient
+    from sendgrid.helpers.mail import CustomArg, Mail, Personalization, To
+
+    from retain.ledger import DeliveryRequest
+    from tests.webhooks.conftest import LOGICAL_DATE
+
+    addresses = {"M1": "ann.lee@example.com", "M2": "bo.chen@example.org"}
+    run = ledger.start_run("spring_sale", "manual__batch", LOGICAL_DATE)
+    ledger.enqueue(run, [DeliveryRequest("email_1", m, "email", address=a) for m, a in addresses.items()])
+    rows = ledger.claim(run, "w1", 10)
+    mail = Mail(from_email="news@shop.example", subject="Spring sale", plain_text_content="Hi")
+    for row in rows:
+        p = Personalization()
+        p.add_to(To(addresses[row.member_id]))
+        p.add_custom_arg(CustomArg("delivery_id", str(row.id)))
+        mail.add_personalization(p)
+    message_id = SendGridAPIClient("SG.test-key", host=sg.url).send(mail).headers["X-Message-Id"]
+    for row in rows:
+        ledger.mark_sent(row.id, "sendgrid", message_id)
+    first, second = sorted(sg.received, key=lambda r: int(r.custom_args["delivery_id"]))
+    assert first.message_id == second.message_id
+
+    assert post(client, sg, [sg.event_for(second, "open")]).json()["stored"] == 1
+    assert [ledger.delivery(r.id)["provider_state"] for r in rows] == [None, "open"]
+
+    anonymous = sg.event_for(first, "bounce")
+    del anonymous["delivery_id"]
+    assert post(client, sg, [anonymous]).json()["stored"] == 1
+    assert [ledger.delivery(r.id)["provider_state"] for r in rows] == [None, "open"]  # not guessed
+    assert ledger.is_suppressed("email", "ann.lee@example.com")  # the address is still suppressed

@@ -893,8 +893,8 @@ class Ledger:
         effects and a replay (same provider event id) changes nothing.
 
         The delivery is ``delivery_id`` (ignored when it exists but was sent with another provider
-        message id), else the one sent with ``provider_message_id``; events of unknown deliveries are
-        still stored. ``state`` becomes the delivery's ``provider_state`` unless that would move it
+        message id), else the only one sent with ``provider_message_id`` (a SendGrid request with many
+        personalizations shares one); events of unknown deliveries are still stored. ``state`` becomes the delivery's ``provider_state`` unless that would move it
         backwards: ``by_time`` compares (occurred_at, lifecycle rank), otherwise (providers whose
         callbacks carry no event time) the lifecycle rank alone must rise. ``suppress`` adds a
         suppression with that reason for ``address`` (hashed; never stored) and the delivery's member;
@@ -938,7 +938,10 @@ class Ledger:
                 pick = select(*wanted).where(
                     cols.provider == provider, cols.provider_message_id == provider_message_id
                 )
-                row = conn.execute((pick.with_for_update() if lock else pick).limit(1)).first()
+                # one SendGrid request (up to 1,000 personalizations) shares one message id: only a
+                # unique match identifies the delivery
+                rows = conn.execute((pick.with_for_update() if lock else pick).limit(2)).all()
+                row = rows[0] if len(rows) == 1 else None
             found = row.id if row is not None else None
             stmt = _insert(conn, DeliveryEvent).values(
                 provider=provider,
