@@ -119,7 +119,7 @@ class TwilioServer(LocalProviderServer):
         m = _PATH.match(path.split("?")[0])
         if not m:
             return _error(404, 20404, "The requested resource was not found")
-        if method != "POST":
+        if method not in ("POST", "GET"):
             return _error(405, 20004, "Method not allowed")
         auth = headers.get("Authorization") or ""
         try:
@@ -129,6 +129,8 @@ class TwilioServer(LocalProviderServer):
             ok = False
         if not ok or m["sid"] != self.account_sid:
             return _error(401, 20003, "Authenticate")
+        if method == "GET":
+            return self._list(path)
 
         outcome = self.faults.decide()
         if outcome in (Outcome.RATE_LIMITED, Outcome.THROTTLED):
@@ -151,30 +153,7 @@ class TwilioServer(LocalProviderServer):
         now = time.time()
         segments = num_segments(text or "")
         record = SentSms(sid, to, frm, mss, text or "", form.get("StatusCallback"), segments, now)
-        date = formatdate(now, usegmt=False).replace("-0000", "+0000")
-        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sid}.json"
-        resource = {
-            "account_sid": self.account_sid,
-            "api_version": API_VERSION,
-            "body": text or "",
-            "date_created": date,
-            "date_sent": None,
-            "date_updated": date,
-            "direction": "outbound-api",
-            "error_code": None,
-            "error_message": None,
-            "from": frm,
-            "messaging_service_sid": mss,
-            "num_media": "0",
-            "num_segments": str(segments),
-            "price": None,
-            "price_unit": "USD",
-            "sid": sid,
-            "status": "accepted" if mss else "queued",
-            "subresource_uris": {"media": uri.replace(".json", "/Media.json")},
-            "to": to,
-            "uri": uri,
-        }
+        resource = self._resource(record, "accepted" if mss else "queued", None)
         if outcome is Outcome.TIMEOUT:
             if self.faults.faults.timeout_after_accept:
                 self._record([record])
@@ -182,6 +161,100 @@ class TwilioServer(LocalProviderServer):
             return Response.json(201, resource)
         self._record([record])
         return Response.json(201, resource)
+
+    def _resource(self, record: SentSms, status: str, date_sent: float | None) -> dict[str, Any]:
+        def rfc2822(t: float) -> str:
+            return formatdate(t, usegmt=False).replace("-0000", "+0000")
+
+        date = rfc2822(record.received_at)
+        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{record.sid}.json"
+        return {
+            "account_sid": self.account_sid,
+            "api_version": API_VERSION,
+            "body": record.body,
+            "date_created": date,
+            "date_sent": rfc2822(date_sent) if date_sent is not None else None,
+            "date_updated": date,
+            "direction": "outbound-api",
+            "error_code": None,
+            "error_message": None,
+            "from": record.from_,
+            "messaging_service_sid": record.messaging_service_sid,
+            "num_media": "0",
+            "num_segments": str(record.num_segments),
+            "price": None,
+            "price_unit": "USD",
+            "sid": record.sid,
+            "status": status,
+            "subresource_uris": {"media": uri.replace(".json", "/Media.json")},
+            "to": record.to,
+            "uri": uri,
+        }
+
+    def _list(self, path: str) -> Response:
+        """Read multiple Message resources (documented filters ``To``, ``From``, ``DateSent``,
+        ``DateSent<``, ``DateSent>`` as GMT dates ``YYYY-MM-DD``, inclusive; a time part is ignored),
+        most recent first, ``PageSize`` (default 50, at most 1,000) with ``Page``/``PageToken`` paging.
+        Recorded messages are listed as ``sent`` with ``date_sent`` = when they were accepted (the stand-in
+        sends at once). No fault draws: the create faults do not apply to reads."""
+        from urllib.parse import urlencode, urlsplit
+
+        query = parse_qs(urlsplit(path).query, keep_blank_values=True)
+        arg = {k: v[0] for k, v in query.items()}
+        try:
+            page_size = min(1000, max(1, int(arg.get("PageSize", "50"))))
+            page = max(0, int(arg.get("Page", "0")))
+        except ValueError:
+            return _error(400, 20001, "Invalid paging parameter")
+
+        def day(raw: str) -> str:
+            value = raw.lstrip("<>=")[:10]
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+                raise ValueError(raw)
+            return value
+
+        try:
+            exact = day(arg["DateSent"]) if arg.get("DateSent") else None
+            before = day(arg["DateSent<"]) if arg.get("DateSent<") else None
+            after = day(arg["DateSent>"]) if arg.get("DateSent>") else None
+        except ValueError as e:
+            return _error(400, 20001, f"Invalid DateSent filter: {e}")
+        matches = []
+        for r in reversed(self.received):
+            sent_day = time.strftime("%Y-%m-%d", time.gmtime(r.received_at))
+            if arg.get("To") and r.to != arg["To"]:
+                continue
+            if arg.get("From") and r.from_ != arg["From"]:
+                continue
+            if (
+                (exact and sent_day != exact)
+                or (before and sent_day > before)
+                or (after and sent_day < after)
+            ):
+                continue
+            matches.append(r)
+        start = page * page_size
+        chunk = matches[start : start + page_size]
+        base = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json"
+        keep = {k: v for k, v in arg.items() if k not in ("Page", "PageToken", "PageSize")}
+
+        def page_uri(n: int) -> str:
+            return f"{base}?{urlencode({**keep, 'PageSize': page_size, 'Page': n, 'PageToken': f'PA{n}'})}"
+
+        return Response.json(
+            200,
+            {
+                "messages": [self._resource(r, "sent", r.received_at) for r in chunk],
+                "end": start + max(0, len(chunk) - 1),
+                "first_page_uri": page_uri(0),
+                "next_page_uri": page_uri(page + 1) if start + page_size < len(matches) else None,
+                "previous_page_uri": page_uri(page - 1) if page > 0 else None,
+                "page": page,
+                "page_size": page_size,
+                "start": start,
+                "uri": page_uri(page),
+            },
+        )
 
     def _invalid(
         self, to: str | None, frm: str | None, mss: str | None, text: str | None, media: str | None

@@ -1,0 +1,169 @@
+"""The Twilio channel through the official client against the local Twilio server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from retain.channels import OutgoingSms, channel_for
+from retain.channels.throttle import TokenBucket
+from retain.channels.twilio import TwilioChannel
+from retain.testing import TwilioServer
+
+FROM = "+14155550199"
+SERVICE = "MG" + "a" * 32
+
+
+def sms(i: int, to: str | None = None, body: str | None = None) -> OutgoingSms:
+    return OutgoingSms(i, "birthday", to or f"+1415555{i:04d}", body or f"Happy birthday {i}! 20% off")
+
+
+class Sleeps(list):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def tw():
+    with TwilioServer(opted_out={"+14155550666"}) as server:
+        yield server
+
+
+def channel(tw: TwilioServer, **kw) -> TwilioChannel:
+    options = dict(from_number=FROM, base_url=tw.url, timeout_s=2.0, sleep=Sleeps(), lookup_settle_s=0.0)
+    options.update(kw)
+    return TwilioChannel(tw.account_sid, tw.auth_token, **options)
+
+
+def test_accepted_message_is_sent_with_its_sid(tw, assert_no_address_logged):
+    [outcome] = channel(tw).send_batch([sms(1)])
+    [record] = tw.received
+    assert outcome.status == "sent" and outcome.provider_message_id == record.sid
+    assert record.from_ == FROM and record.body == "Happy birthday 1! 20% off"
+    assert_no_address_logged("+14155550001")
+
+
+def test_messaging_service_instead_of_a_number(tw):
+    [outcome] = channel(tw, from_number=None, messaging_service_sid=SERVICE).send_batch([sms(2)])
+    assert outcome.status == "sent" and tw.received[0].messaging_service_sid == SERVICE
+    assert tw.received[0].from_ is None
+
+
+def test_opted_out_recipient_fails_with_a_stop_suppression(tw, assert_no_address_logged):
+    [outcome] = channel(tw).send_batch([sms(3, to="+14155550666")])
+    assert (outcome.status, outcome.suppress) == ("failed", "stop")
+    assert "21610" in outcome.error and tw.requests == 1 and tw.received == []
+    assert_no_address_logged("+14155550666")
+
+
+def test_invalid_number_fails_with_an_invalid_suppression(tw, assert_no_address_logged):
+    [outcome] = channel(tw).send_batch([sms(4, to="+0123")])
+    assert (outcome.status, outcome.suppress) == ("failed", "invalid")
+    assert "21211" in outcome.error and "+0123" not in outcome.error and tw.requests == 1
+
+
+@pytest.mark.parametrize("knob", ["error_rate", "throttle_rate"])
+def test_server_error_then_success_is_sent_once(tw, knob):
+    tw.set_faults(**{knob: 1.0})
+    waits = []
+
+    def recover(seconds: float) -> None:
+        waits.append(seconds)
+        tw.set_faults(**{knob: 0.0})
+
+    [outcome] = channel(tw, sleep=recover).send_batch([sms(5)])
+    assert outcome.status == "sent" and len(waits) == 1 and tw.requests == 2 and len(tw.received) == 1
+
+
+def test_errors_until_attempts_run_out_are_a_retry(tw):
+    tw.set_faults(error_rate=1.0)
+    ch = channel(tw, max_attempts=3)
+    [outcome] = ch.send_batch([sms(6)])
+    assert outcome.status == "retry" and tw.requests == 3 and len(ch._sleep) == 2
+
+
+def test_timeout_after_accept_is_found_in_the_messages_list(tw, assert_no_address_logged):
+    tw.set_faults(timeout_rate=1.0, timeout_s=1.0, timeout_after_accept=True)
+    ch = channel(tw, timeout_s=0.3)
+    [outcome] = ch.send_batch([sms(7)])
+    [record] = tw.received
+    assert outcome.status == "sent" and outcome.provider_message_id == record.sid
+    assert tw.duplicates("to") == {}
+    assert_no_address_logged(record.to)
+
+
+def test_timeout_not_accepted_is_retry_when_settled_else_in_doubt(tw):
+    tw.set_faults(timeout_rate=1.0, timeout_s=1.0, timeout_after_accept=False)
+    assert channel(tw, timeout_s=0.3).send_batch([sms(8)])[0].status == "retry"
+    early = channel(tw, timeout_s=0.3, lookup_settle_s=600)
+    [outcome] = early.send_batch([sms(9)])
+    assert outcome.status == "in_doubt"
+    assert early.lookup(9) is None  # still cannot tell
+    assert tw.received == []
+
+
+def test_lookup_matches_the_body_not_another_message_to_the_same_number(tw):
+    ch = channel(tw, timeout_s=0.3)
+    ch.send_batch([sms(10, to="+14155550110", body="other text")])
+    tw.set_faults(timeout_rate=1.0, timeout_s=1.0, timeout_after_accept=False)
+    [outcome] = ch.send_batch([sms(11, to="+14155550110", body="the message in doubt")])
+    assert outcome.status == "retry"  # the list has a message to that number, but not this body
+
+
+def test_lookup_after_in_doubt_finds_a_late_accept(tw):
+    tw.set_faults(timeout_rate=1.0, timeout_s=1.0, timeout_after_accept=True)
+    ch = channel(tw, timeout_s=0.3)
+    tw.set_faults(timeout_after_accept=True)
+    # make the immediate search fail (lookup error) so the delivery stays in doubt
+    real = ch._search
+    ch._search = lambda pending: None
+    [outcome] = ch.send_batch([sms(12)])
+    assert outcome.status == "in_doubt"
+    ch._search = real
+    found = ch.lookup(12)
+    assert found.found and found.provider_message_id == tw.received[0].sid
+    assert ch.lookup(999) is None  # never attempted here: Twilio has no delivery id to search by
+
+
+def test_throttle_paces_requests(tw):
+    clock = {"now": 0.0}
+    waits = []
+    bucket = TokenBucket(2.0, burst=1, clock=lambda: clock["now"], sleep=waits.append)
+    channel(tw, throttle=bucket, concurrency=1).send_batch([sms(i) for i in range(20, 25)])
+    assert waits == pytest.approx([0.5, 1.0, 1.5, 2.0]) and len(tw.received) == 5
+
+
+def test_factory_builds_twilio_from_the_connection_with_the_sms_default_rate(tw, monkeypatch):
+    conn = {
+        "conn_type": "twilio",
+        "login": tw.account_sid,
+        "password": tw.auth_token,
+        "host": tw.url,
+        "extra": {"from_number": FROM},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_TWILIO_DEFAULT", json.dumps(conn))
+    ch = channel_for("sms")
+    assert isinstance(ch, TwilioChannel) and ch.throttle.rate == 1.0 and ch.base_url == tw.url
+    assert tw.auth_token not in repr(ch)
+    assert channel_for("sms", rate_per_s=30).throttle.rate == 30
+    [outcome] = ch.send_batch([sms(1)])
+    assert outcome.status == "sent"
+
+
+def test_connection_without_a_sender_is_refused(tw, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_TWILIO_DEFAULT", json.dumps({"login": "AC1", "password": "t"}))
+    with pytest.raises(ValueError, match="messaging_service_sid or from_number"):
+        channel_for("sms")
+
+
+def test_concurrent_batch_with_faults_sends_each_once(tw, assert_no_address_logged):
+    tw.set_faults(error_rate=0.2, throttle_rate=0.1, seed=2)
+    messages = [sms(i) for i in range(100, 200)]
+    ch = channel(tw, concurrency=4)
+    outcomes = ch.send_batch(messages)
+    ch.close()
+    assert [o.delivery_id for o in outcomes] == [m.delivery_id for m in messages]
+    sent = {o.provider_message_id for o in outcomes if o.status == "sent"}
+    assert {r.sid for r in tw.received} == sent and tw.duplicates("to") == {}
+    assert_no_address_logged(*(m.to for m in messages))
