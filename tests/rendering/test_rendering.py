@@ -347,3 +347,25 @@ def test_babel_spaces_and_fullwidth_yen_do_not_force_ucs2_in_sms(make_templates)
     sms = Renderer(root).render_sms("y", build_context(member("ja-JP"), campaign), campaign)
     assert sms.text == "¥1,200 €42.00 Reply STOP to opt out"
     assert sms.encoding == "GSM-7"
+
+
+def test_includes_in_loops_macros_and_ignore_missing_render_like_jinja(make_templates, campaign):
+    root = make_templates(
+        {
+            "partials/card.html.j2": "<b>{{ p.name }} {{ money(p.price, p.currency) }}</b>",
+            "email/inc/subject.j2": "Inc",
+            "email/inc/text.j2": "{% for p in products %}{% include 'partials/card.html.j2' %}{% endfor %}",
+            "email/inc/html.j2": (
+                "{% macro twice(p) %}{% include 'partials/card.html.j2' %}"
+                "{% include 'partials/card.html.j2' %}{% endmacro %}"
+                "{% for p in products[:1] %}[{% include 'partials/card.html.j2' %}]{{ twice(p) }}{% endfor %}"
+                "{% include 'partials/missing.html.j2' ignore missing %}end"
+            ),
+        }
+    )
+    email = Renderer(root).render_email("inc", full_context(member("de-DE"), campaign), campaign)
+    card = "<b>Hydrating Face Cream 50 ml 29,90\xa0€</b>"
+    assert email.html == f"[{card}]{card}{card}end"
+    assert email.text.startswith(
+        "<b>Hydrating Face Cream 50 ml 29,90\xa0€</b><b>Vitamin C Serum 45,00\xa0€</b>"
+    )
