@@ -70,6 +70,8 @@ class SharedRecipient:
     to: str
     substitutions: Mapping[str, str] = field(default_factory=dict)
     custom_args: Mapping[str, str] = field(default_factory=dict)
+    #: per-recipient headers, e.g. List-Unsubscribe with the member's own link
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"SharedRecipient(delivery_id={self.delivery_id})"
@@ -200,15 +202,14 @@ class SendGridChannel(Channel):
         return body
 
     def _body(
-        self, messages: Sequence[OutgoingEmail], subs: Mapping[int, Mapping[str, str]]
+        self, messages: Sequence[OutgoingEmail], extras: Mapping[int, Mapping[str, Any]]
     ) -> dict[str, Any]:
+        """``extras``: per delivery id, more personalization fields (substitutions, headers)."""
         body = self._common(messages[0])
-        body["personalizations"] = []
-        for m in messages:
-            per: dict[str, Any] = {"to": [{"email": m.to}], "custom_args": self._args(m)}
-            if subs.get(m.delivery_id):
-                per["substitutions"] = {str(k): str(v) for k, v in subs[m.delivery_id].items()}
-            body["personalizations"].append(per)
+        body["personalizations"] = [
+            {"to": [{"email": m.to}], "custom_args": self._args(m), **extras.get(m.delivery_id, {})}
+            for m in messages
+        ]
         return body
 
     # -- one request with its retry loop -------------------------------------------------------------
@@ -297,16 +298,16 @@ class SendGridChannel(Channel):
         self,
         messages: Sequence[OutgoingEmail],
         started: float,
-        subs: Mapping[int, Mapping[str, str]] | None = None,
+        extras: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> list[SendOutcome]:
-        body = self._body(messages, subs or {})
+        body = self._body(messages, extras or {})
         result = self._request(body, len(messages))
         ids = [m.delivery_id for m in messages]
         if result.kind == "accepted":
             return [SendOutcome(i, "sent", self.provider, result.message_id) for i in ids]
         if result.kind == "rejected":
             if len(messages) > 1:  # nothing of the request was accepted: find the bad one(s)
-                return [o for m in messages for o in self._outcomes([m], started, subs)]
+                return [o for m in messages for o in self._outcomes([m], started, extras)]
             log.warning("sendgrid: delivery %s refused: %s", ids[0], result.error)
             return [SendOutcome(ids[0], "failed", self.provider, error=result.error)]
         if result.kind == "exhausted":
@@ -331,7 +332,7 @@ class SendGridChannel(Channel):
         at most 1,000. Everything else is a group of one."""
         if not self.batch_shared:
             return [[i] for i in range(len(messages))]
-        by_content: dict[tuple, list[list[int]]] = {}
+        by_content: dict[tuple, list[tuple[list[int], set[str]]]] = {}
         order: list[list[int]] = []
         for i, m in enumerate(messages):
             key = (
@@ -346,15 +347,14 @@ class SendGridChannel(Channel):
             )
             chunks = by_content.setdefault(key, [])
             address = m.to.lower()
-            for chunk in chunks:  # SendGrid refuses a request naming one address twice
-                if len(chunk) < MAX_PERSONALIZATIONS and all(
-                    messages[j].to.lower() != address for j in chunk
-                ):
+            for chunk, seen in chunks:  # SendGrid refuses a request naming one address twice
+                if len(chunk) < MAX_PERSONALIZATIONS and address not in seen:
                     chunk.append(i)
+                    seen.add(address)
                     break
             else:
                 chunk = [i]
-                chunks.append(chunk)
+                chunks.append((chunk, {address}))
                 order.append(chunk)
         return order
 
@@ -409,7 +409,15 @@ class SendGridChannel(Channel):
                 )
                 for r in chunk
             ]
-            return self._outcomes(as_messages, started, {r.delivery_id: r.substitutions for r in chunk})
+            extras = {}
+            for r in chunk:
+                per: dict[str, Any] = {}
+                if r.substitutions:
+                    per["substitutions"] = {str(k): str(v) for k, v in r.substitutions.items()}
+                if r.headers:
+                    per["headers"] = {str(k): str(v) for k, v in r.headers.items()}
+                extras[r.delivery_id] = per
+            return self._outcomes(as_messages, started, extras)
 
         if len(chunks) <= 1:
             for c in chunks:
