@@ -306,3 +306,11 @@ def test_a_batched_request_is_attributed_by_delivery_id_never_by_the_shared_mess
     assert post(client, sg, [anonymous]).json()["stored"] == 1
     assert [ledger.delivery(r.id)["provider_state"] for r in rows] == [None, "open"]  # not guessed
     assert ledger.is_suppressed("email", "ann.lee@example.com")  # the address is still suppressed
+
+
+@pytest.mark.parametrize("bogus", ["99999999999999999999", "-3", "abc", 12.5, True])
+def test_a_bogus_delivery_id_falls_back_to_the_message_id(client, ledger, sg, bogus):
+    [ann] = send_emails(ledger, sg, ["ann.lee@example.com"])
+    response = post(client, sg, [sg.event_for(ann.record, "delivered", delivery_id=bogus)])
+    assert response.json()["stored"] == 1
+    assert ledger.delivery(ann.delivery_id)["provider_state"] == "delivered"

@@ -178,3 +178,20 @@ def test_without_a_token_nothing_is_accepted(ledger, tw):
         response = c.post("/webhooks/twilio/inbound", data=params, headers=tw.signed_callback(url, params))
     assert response.status_code == 503
     assert event_count(ledger) == 0
+
+
+def test_a_bogus_delivery_id_in_the_url_falls_back_to_the_message_sid(client, ledger, tw):
+    first, *_ = send_sms(ledger, tw)
+    path = f"{STATUS}?delivery_id=99999999999999999999"
+    assert post(client, tw, path, tw.status_callback_params(first.record, "delivered")).status_code == 204
+    assert ledger.delivery(first.delivery_id)["provider_state"] == "delivered"
+
+
+def test_a_signed_callback_without_its_sid_is_400(client, ledger, tw):
+    first, *_ = send_sms(ledger, tw)
+    params = tw.status_callback_params(first.record, "delivered")
+    del params["MessageSid"]
+    response = post(client, tw, STATUS, params)
+    assert response.status_code == 400
+    assert "MessageSid" in response.json()["detail"]
+    assert event_count(ledger) == 0

@@ -19,6 +19,7 @@ from urllib.parse import unquote
 
 from sendgrid.helpers.eventwebhook import EventWebhook
 from sendgrid.helpers.eventwebhook.eventwebhook_header import EventWebhookHeader
+from sqlalchemy.exc import DataError, IntegrityError
 
 from retain.ledger.store import EventApplied, Ledger
 from retain.webhooks.errors import Rejected
@@ -158,10 +159,10 @@ def _problem(event: Any) -> str | None:
 
 def _delivery_id(event: dict[str, Any]) -> int | None:
     value = event.get("delivery_id")  # our custom arg, posted as a top-level key
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
     if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31:
+        return value
     return None
 
 
@@ -170,7 +171,8 @@ def _message_id(event: dict[str, Any]) -> str | None:
     value = event.get("sg_message_id")
     if not isinstance(value, str) or not value:
         return None
-    return value.split(".", 1)[0] or None
+    prefix = value.split(".", 1)[0]
+    return prefix if 0 < len(prefix) <= 200 else None
 
 
 def _payload(event: dict[str, Any]) -> dict[str, Any]:
@@ -204,15 +206,20 @@ def apply(ledger: Ledger, event: dict[str, Any]) -> EventApplied:
 
 
 def handle_batch(ledger: Ledger, events: list[Any]) -> BatchResult:
-    """Store every valid event; report the invalid ones by position. A storage error propagates (the
-    caller answers 503 and SendGrid retries the batch; events already stored replay as no-ops)."""
+    """Store every valid event; report the invalid ones by position. A database error that is not about
+    one event's values propagates (the caller answers 503 and SendGrid retries the batch; events already
+    stored replay as no-ops)."""
     result = BatchResult()
     for index, event in enumerate(events):
         problem = _problem(event)
         if problem is not None:
             result.rejected.append({"index": index, "reason": problem})
             continue
-        applied = apply(ledger, event)
+        try:
+            applied = apply(ledger, event)
+        except (DataError, IntegrityError) as exc:  # this event's values, not the database: skip it
+            result.rejected.append({"index": index, "reason": f"not storable ({type(exc).__name__})"})
+            continue
         if applied.new:
             result.stored += 1
             result.suppressions_added += applied.suppressions_added

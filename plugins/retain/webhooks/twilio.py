@@ -93,6 +93,16 @@ def _require(params: Mapping[str, str], *names: str) -> None:
     missing = [n for n in names if not params.get(n)]
     if missing:
         raise Rejected(400, f"Twilio callback lacks {', '.join(missing)}")
+    too_long = [n for n in names if len(params[n]) > 64]  # SIDs are 34 characters, statuses shorter
+    if too_long:
+        raise Rejected(400, f"Twilio callback field {', '.join(too_long)} longer than 64 characters")
+
+
+def _delivery_hint(value: str | None) -> int | None:
+    """A ``delivery_id`` query parameter on the callback URL, when it is a plausible ledger id."""
+    if value and value.isdigit() and 0 < int(value) < 2**31:
+        return int(value)
+    return None
 
 
 def apply_status(ledger: Ledger, params: Mapping[str, str], delivery_hint: str | None) -> EventApplied:
@@ -109,7 +119,7 @@ def apply_status(ledger: Ledger, params: Mapping[str, str], delivery_hint: str |
         datetime.now(UTC),
         {k: params[k] for k in _STATUS_FIELDS if params.get(k)},
         channel="sms",
-        delivery_id=int(delivery_hint) if delivery_hint and delivery_hint.isdigit() else None,
+        delivery_id=_delivery_hint(delivery_hint),
         provider_message_id=sid,
         state=status if status in STATE_STATUSES else None,
         by_time=False,
