@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import date
 
 from retain.dispatch import (
@@ -172,3 +173,46 @@ def test_no_address_or_phone_in_any_log_line(ledger, caplog):
     for row in rows:
         assert row["email"] not in text and row["phone_e164"] not in text
         assert row["phone_e164"][1:] not in text
+
+
+def test_bounces_reported_by_webhooks_trip_the_breaker_across_workers(ledger, monkeypatch):
+    from sqlalchemy import update
+
+    deliver_module = sys.modules["retain.dispatch.deliver"]  # the package's `deliver` is the function
+    from retain.ledger.models import Delivery
+
+    monkeypatch.setattr(deliver_module, "BREAKER_LEDGER_CHECK_S", 0.0)  # look at the ledger every batch
+    members = MemberSource.from_rows([member(i) for i in range(1, 61)])
+    spec = DispatchSpec(
+        campaign="win_back",
+        steps=SPEC.steps,
+        batch_size=10,
+        circuit_breaker=CircuitBreaker(min_count=20, max_bounce_share=0.05),
+    )
+    report = prepare(ledger, spec, "m", LOGICAL, [r(i) for i in range(1, 61)], members=members, now=NOON)
+    channel = RecordingChannel("email")
+    assert go(ledger, spec, report.run, channel, members, max_messages=20).counts["sent"] == 20
+    with ledger.engine.begin() as conn:  # what the webhook receiver records for two of them
+        conn.execute(update(Delivery).where(Delivery.id.in_([3, 7])).values(provider_state="bounce"))
+    out = go(ledger, spec, report.run, channel, members, worker_id="w2")
+    assert out.paused and "2 of 30 sent messages bounced" in out.paused_reason
+    assert ledger.run_summary(report.run)["by_status"] == {"sent": 30, "queued": 30}
+
+
+def test_a_resumed_run_is_not_paused_again_for_the_failures_before_the_pause(ledger, monkeypatch):
+    deliver_module = sys.modules["retain.dispatch.deliver"]  # the package's `deliver` is the function
+
+    monkeypatch.setattr(deliver_module, "BREAKER_LEDGER_CHECK_S", 0.0)
+    members = MemberSource.from_rows([member(i) for i in range(1, 61)])
+    spec = DispatchSpec(
+        campaign="win_back",
+        steps=SPEC.steps,
+        batch_size=10,
+        circuit_breaker=CircuitBreaker(min_count=10, max_failure_share=0.3),
+    )
+    report = prepare(ledger, spec, "m", LOGICAL, [r(i) for i in range(1, 61)], members=members, now=NOON)
+    failing = RecordingChannel("email", script={i: ["bad"] for i in range(1, 11)})
+    assert go(ledger, spec, report.run, failing, members).paused
+    resume_run(ledger, report.run)
+    out = go(ledger, spec, report.run, RecordingChannel("email"), members)
+    assert not out.paused and out.counts["sent"] == 50 and out.finished

@@ -224,6 +224,9 @@ class _Breaker:
         self.cfg, self.ledger, self.run = cfg, ledger, run
         self.sent = self.failed = 0
         self.last_ledger_check = time.monotonic()
+        # Failures before this call (e.g. those that tripped the breaker before a resume) are not held
+        # against it. Bounces arrive later by webhook, so the bounce share is the run's whole record.
+        self.base = ledger.run_counts(run)
 
     def record(self, status: str) -> None:
         if status == "sent":
@@ -231,15 +234,18 @@ class _Breaker:
         elif status == "failed":
             self.failed += 1
 
-    def _verdict(self, sent: int, failed: int, bounced: int, where: str) -> str | None:
+    def _failures(self, sent: int, failed: int, where: str) -> str | None:
         attempted = sent + failed
-        if attempted < self.cfg.min_count:
+        if attempted < self.cfg.min_count or failed / attempted <= self.cfg.max_failure_share:
             return None
-        if failed / attempted > self.cfg.max_failure_share:
-            return (
-                f"circuit breaker: {failed} of {attempted} attempted messages failed "
-                f"({failed / attempted:.1%} > {self.cfg.max_failure_share:.1%}, {where})"
-            )
+        return (
+            f"circuit breaker: {failed} of {attempted} attempted messages failed "
+            f"({failed / attempted:.1%} > {self.cfg.max_failure_share:.1%}, {where})"
+        )
+
+    def _bounces(self, sent: int, failed: int, bounced: int, where: str) -> str | None:
+        if sent + failed < self.cfg.min_count:
+            return None
         if sent and bounced / sent > self.cfg.max_bounce_share:
             return (
                 f"circuit breaker: {bounced} of {sent} sent messages bounced "
@@ -248,12 +254,15 @@ class _Breaker:
         return None
 
     def check(self) -> str | None:
-        verdict = self._verdict(self.sent, self.failed, 0, "this worker")
+        verdict = self._failures(self.sent, self.failed, "this worker")
         if verdict or time.monotonic() - self.last_ledger_check < BREAKER_LEDGER_CHECK_S:
             return verdict
         self.last_ledger_check = time.monotonic()
         c = self.ledger.run_counts(self.run)
-        return self._verdict(c["sent"], c["failed"], c["bounced"], "all workers")
+        since = {k: c[k] - self.base[k] for k in ("sent", "failed")}
+        return self._failures(since["sent"], since["failed"], "all workers") or self._bounces(
+            c["sent"], c["failed"], c["bounced"], "all workers"
+        )
 
 
 def _backoff(attempts: int, retry_after: float | None, base: float) -> float:
