@@ -179,9 +179,10 @@ class RetainEnvironment(SandboxedEnvironment):
     skips the AttributeError round-trip of Jinja's attribute-then-item lookup (about 10% of a render) and
     can reach nothing but data. Anything else goes through the sandbox's checks unchanged.
 
-    Two more per-render savings, neither visible to a template: a template's globals are a plain dict
-    (Jinja's default ChainMap costs ~3 µs to copy into every context, of which an email makes seven), and
-    calling Retain's own formatting functions (``money(...)``) skips the sandbox's callable inspection.
+    More per-render savings, none visible to a template: a template's globals are a plain dict (Jinja's
+    default ChainMap costs ~3 µs to copy into every context, of which an email makes seven); calling
+    Retain's own formatting functions (``money(...)``) skips the sandbox's callable inspection; the locale
+    lookup of an include's path is done once per (include, file), not per render.
     """
 
     code_generator_class = RetainCodeGenerator
@@ -319,9 +320,8 @@ class Renderer:
         utm = links.utm_params(campaign.name, "email", campaign.step or name)
         skip = _skip_links(context)
         subject_name, subject = self._render(f"email/{name}/subject.j2", context, campaign.default_locale)
-        token = links.CURRENT.set(
-            links.message_state(utm, skip)
-        )  # the HTML's hrefs take their UTM pairs while it renders
+        # The HTML's hrefs take their UTM pairs while it renders (links.utm_href reads CURRENT).
+        token = links.CURRENT.set(links.message_state(utm, skip))
         try:
             html_name, html = self._render(f"email/{name}/html.j2", context, campaign.default_locale)
         finally:
