@@ -167,3 +167,23 @@ def test_concurrent_batch_with_faults_sends_each_once(tw, assert_no_address_logg
     sent = {o.provider_message_id for o in outcomes if o.status == "sent"}
     assert {r.sid for r in tw.received} == sent and tw.duplicates("to") == {}
     assert_no_address_logged(*(m.to for m in messages))
+
+
+class ListDownServer(TwilioServer):
+    """Creates messages but the Messages list answers 503."""
+
+    def _list(self, path):
+        from retain.testing.twilio_server import _error
+
+        return _error(503, 20503, "Service Unavailable")
+
+
+def test_timeout_with_a_failing_lookup_is_in_doubt_not_resent(assert_no_address_logged):
+    with ListDownServer() as tw:
+        tw.set_faults(timeout_rate=1.0, timeout_s=1.0, timeout_after_accept=True)
+        ch = channel(tw, timeout_s=0.3)
+        [outcome] = ch.send_batch([sms(30)])
+        assert outcome.status == "in_doubt" and "lookup failed" in outcome.error
+        assert len(tw.received) == 1  # accepted: a blind re-send would have doubled it
+        assert ch.lookup(30) is None
+        assert_no_address_logged("+14155550030")

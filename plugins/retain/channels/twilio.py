@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
@@ -278,6 +278,10 @@ class TwilioChannel(Channel):
                     return LookupResult(True, message.sid)
         except TwilioRestException as exc:
             log.warning("twilio: message lookup failed: HTTP %s code %s", exc.status, exc.code)
+            return None
+        except TwilioException as exc:  # a list page that did not load: its args hold the HTTP answer
+            status = getattr(exc.args[1], "status_code", "?") if len(exc.args) > 1 else "?"
+            log.warning("twilio: message lookup failed: HTTP %s", status)
             return None
         except (requests.exceptions.RequestException, ValueError) as exc:
             log.warning("twilio: message lookup failed: %s", type(exc).__name__)
