@@ -76,35 +76,27 @@ def dbt_env() -> dict[str, str]:
 _DRIVER_FOR_AIRFLOW_CONN_TYPE = {"postgres": "postgresql", "postgresql": "postgresql", "sqlite": "sqlite"}
 
 
-def _url_from_airflow_connection(raw: str) -> str:
+def _url_from_airflow_connection(raw: str, conn_id: str = "retain_ledger") -> str:
     """An Airflow connection (URI or JSON form) as a SQLAlchemy URL, without importing Airflow.
 
-    Airflow spells PostgreSQL ``postgres://``; SQLAlchemy wants ``postgresql://``. The connection's
-    ``schema`` (the URI path) is the database; query parameters are kept as driver options, except
-    Airflow's own ``__extra__``.
+    Parsed by ``retain.connections.parse_connection`` (Airflow's rules). Airflow spells PostgreSQL
+    ``postgres``; SQLAlchemy wants ``postgresql://``. The connection's ``schema`` (the URI path) is the
+    database; the extra's string and integer values become driver options (query parameters).
     """
-    import json
-    from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+    from urllib.parse import quote, urlencode
 
-    raw = raw.strip()
-    if raw.startswith("{"):
-        conn = json.loads(raw)
-        scheme = _DRIVER_FOR_AIRFLOW_CONN_TYPE.get(conn.get("conn_type", ""), conn.get("conn_type", ""))
-        user = quote(conn.get("login") or "", safe="")
-        password = quote(conn.get("password") or "", safe="")
-        auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
-        port = f":{conn['port']}" if conn.get("port") else ""
-        extra = conn.get("extra") or {}
-        if isinstance(extra, str):
-            extra = json.loads(extra) if extra else {}
-        query = urlencode({k: v for k, v in extra.items() if isinstance(v, str | int)})
-        return urlunsplit(
-            (scheme, f"{auth}{conn.get('host') or ''}{port}", f"/{conn.get('schema') or ''}", query, "")
-        )
-    parts = urlsplit(raw)
-    scheme = _DRIVER_FOR_AIRFLOW_CONN_TYPE.get(parts.scheme.replace("-", "_"), parts.scheme)
-    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "__extra__"])
-    return urlunsplit((scheme, parts.netloc, parts.path, query, ""))
+    from retain.connections import parse_connection
+
+    conn = parse_connection(raw, conn_id)
+    conn_type = conn.conn_type or ""
+    scheme = _DRIVER_FOR_AIRFLOW_CONN_TYPE.get(conn_type, conn_type)
+    user = quote(conn.login or "", safe="")
+    password = quote(conn.password or "", safe="")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    port = f":{conn.port}" if conn.port else ""
+    query = urlencode({k: v for k, v in conn.extra.items() if isinstance(v, str | int)})
+    url = f"{scheme}://{auth}{conn.host or ''}{port}/{conn.schema or ''}"
+    return f"{url}?{query}" if query else url
 
 
 def ledger_url() -> str:

@@ -72,3 +72,13 @@ def test_bad_connection_names_the_connection(monkeypatch, raw, message):
     with pytest.raises(ConnectionConfigError, match=message) as info:
         get_connection("twilio_default")
     assert "AIRFLOW_CONN_TWILIO_DEFAULT" in str(info.value)
+
+
+def test_ledger_url_reads_the_same_parser_sqlite_path_kept(monkeypatch):
+    from retain import config
+
+    monkeypatch.delenv("RETAIN_LEDGER_URL", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_RETAIN_LEDGER", "sqlite:////srv/retain/ledger.sqlite")
+    assert config.ledger_url() == "sqlite:////srv/retain/ledger.sqlite"
+    monkeypatch.setenv("AIRFLOW_CONN_RETAIN_LEDGER", "postgres://u:p%40ss@db:5432/l?sslmode=require")
+    assert config.ledger_url() == "postgresql://u:p%40ss@db:5432/l?sslmode=require"
