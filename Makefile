@@ -55,6 +55,7 @@ bench: venv  ## every benchmark; numbers are recorded in docs/benchmarks.md (1M 
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_rendering.py
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_segments.py
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_dispatch.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_channels.py
 
 clean:
 	rm -rf $(VENV) .airflow data dbt_project/target dbt_project/logs
