@@ -9,7 +9,8 @@ bounce or an unsubscribe causes added for the member.
 
 ``simulate_conversions`` appends paid orders to the landing ``orders.parquet`` for a share of the measured
 members, inside the attribution window: a higher share for members who were sent than for the holdout,
-so the performance marts show a lift. Order ids are derived from the delivery, so a second call adds none.
+so the performance marts show a lift. Order ids are derived from the delivery's idempotency key, so a
+second call adds none.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ from retain.ledger.models import CampaignRun, Delivery
 from retain.ledger.store import Ledger
 
 SIMULATED_ORDER_ID_BASE = 9_000_000_000  # far above the generator's order ids (50,000,001...)
+
+
+def simulated_order_id(idempotency_key: str) -> int:
+    """A stable order id per delivery (its idempotency key, so a new ledger never reuses one)."""
+    return SIMULATED_ORDER_ID_BASE + int(idempotency_key[:13], 16)
+
+
 SMS_EVENTS = {"delivered": "delivered", "bounce": "undelivered"}
 
 
@@ -158,7 +166,16 @@ def _units(ledger: Ledger, campaign: str, run_id: str | None) -> list[Any]:
     d = Delivery.__table__.c
     r = CampaignRun.__table__.c
     stmt = (
-        select(d.id, d.member_id, d.status, d.skip_reason, d.sent_at, d.logical_date, r.as_of_date)
+        select(
+            d.id,
+            d.idempotency_key,
+            d.member_id,
+            d.status,
+            d.skip_reason,
+            d.sent_at,
+            d.logical_date,
+            r.as_of_date,
+        )
         .join(CampaignRun.__table__, r.id == d.run_pk)
         .where(
             d.campaign == campaign,
@@ -226,7 +243,7 @@ def simulate_conversions(
             continue
         span = (end - start).total_seconds()
         at = start + timedelta(seconds=rng.uniform(1, span))
-        new_orders.append((SIMULATED_ORDER_ID_BASE + row.id, int(row.member_id), at, holdout))
+        new_orders.append((simulated_order_id(row.idempotency_key), int(row.member_id), at, holdout))
     if not new_orders:
         return report
     con = duckdb.connect()
