@@ -130,7 +130,6 @@ def summarise(
 ) -> dict[str, Any]:
     """The run's final counts from the ledger (status, skip reason, variant), logged and written as a
     Markdown report ``data/reports/campaign_send/<campaign>__<run_id>.md``; returned for XCom."""
-    from retain import config
     from retain.ledger import Ledger
 
     name = load_campaign(campaign, catalog=load_catalog(use_warehouse=False))
@@ -164,7 +163,7 @@ def summarise(
         for status, n in sorted(statuses.items()):
             lines.append(f"| {variant} | {status} | {n:,} |")
     text = "\n".join(lines) + "\n"
-    folder = reports_dir or (config.project_root() / "data" / "reports" / "campaign_send")
+    folder = reports_dir or reports_root() / "campaign_send"
     folder.mkdir(parents=True, exist_ok=True)
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{name.name}__{run_id}")
     path = folder / f"{safe}.md"
@@ -182,6 +181,16 @@ def summarise(
         "by_variant": variants,
         "report": str(path),
     }
+
+
+def reports_root() -> Path:
+    """Where run summaries go: ``RETAIN_REPORTS_DIR``, default ``data/reports`` in the checkout."""
+    import os
+
+    from retain import config
+
+    raw = os.environ.get("RETAIN_REPORTS_DIR")
+    return Path(raw).expanduser() if raw else config.project_root() / "data" / "reports"
 
 
 def export_ledger() -> dict[str, Any]:
