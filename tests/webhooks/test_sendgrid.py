@@ -132,12 +132,17 @@ def test_one_bad_event_does_not_lose_the_others(client, ledger, sg, caplog):
     assert "event 1 not stored: sg_event_id missing" in caplog.text
 
 
-def test_a_batch_with_nothing_usable_is_400(client, ledger, sg):
+def test_a_signed_batch_with_nothing_usable_is_acknowledged_and_reported(client, ledger, sg, caplog):
+    """SendGrid resends any non-2xx batch for 24 hours; resending an unusable one would not help."""
     response = post(client, sg, [{"event": "open"}])
-    assert response.status_code == 400
+    assert response.status_code == 200
+    assert response.json()["stored"] == 0
     assert response.json()["rejected"][0]["index"] == 0
     body, headers = _signed_raw(sg, b'{"event": "open"}')  # an object, not an array
-    assert client.post(URL, content=body, headers=headers).status_code == 400
+    response = client.post(URL, content=body, headers=headers)
+    assert response.status_code == 200
+    assert "JSON array" in response.json()["rejected"][0]["reason"]
+    assert "signed body not usable" in caplog.text
     assert event_count(ledger) == 0
 
 

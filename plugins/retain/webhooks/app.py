@@ -132,7 +132,7 @@ def create_app(
         route = "sendgrid"
         try:
             body = await _body(request)
-            cfg = lazy.settings()
+            cfg = await run_in_threadpool(lazy.settings)  # may ask Airflow's database once a minute
             sendgrid.verify(
                 body,
                 request.headers.get(sendgrid.SIGNATURE_HEADER),
@@ -142,9 +142,17 @@ def create_app(
                 max_age_s=cfg.max_age_s,
                 max_skew_s=cfg.max_skew_s,
             )
-            events = sendgrid.parse(body)
         except Rejected as exc:
             return _refuse(route, exc)
+        try:
+            events = sendgrid.parse(body)
+        except Rejected as exc:
+            # Signed by SendGrid, so resending it would not make it readable: acknowledge and report.
+            log.error("retain webhook sendgrid: signed body not usable, nothing stored: %s", exc.reason)
+            return JSONResponse(
+                {"stored": 0, "replayed": 0, "rejected": [{"index": None, "reason": exc.reason}]},
+                status_code=200,
+            )
         try:
             result = await run_in_threadpool(lambda: sendgrid.handle_batch(lazy.ledger(), events))
         except SQLAlchemyError as exc:
@@ -161,17 +169,16 @@ def create_app(
             len(result.rejected),
             result.suppressions_added,
         )
-        # Nothing valid at all: 400 tells SendGrid (and whoever watches its retries) the batch is
-        # unusable; a batch with any stored or replayed event is acknowledged so it is not resent.
-        status = 400 if events and result.rejected and not (result.stored or result.replayed) else 200
-        return JSONResponse(result.as_json(), status_code=status)
+        # 2xx even when some (or all) events were unusable: SendGrid resends any non-2xx batch for up to
+        # 24 hours, and resending would not make them usable. Only a storage failure (503) asks for that.
+        return JSONResponse(result.as_json(), status_code=200)
 
     async def _twilio(
         request: Request, route: str, work: Callable[[Any], Any]
     ) -> tuple[Any, Response | None]:
         try:
             body = await _body(request)
-            cfg = lazy.settings()
+            cfg = await run_in_threadpool(lazy.settings)
             params = twilio.verify(
                 _twilio_url(request, cfg),
                 body,
