@@ -6,12 +6,24 @@ from urllib.parse import quote
 
 import pytest
 
+from retain.ledger import redact
+
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch, tmp_path):
     for name in ("AIRFLOW_CONN_SENDGRID_DEFAULT", "AIRFLOW_CONN_TWILIO_DEFAULT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RETAIN_OUTBOX_DIR", str(tmp_path / "outbox"))
+
+
+@pytest.fixture(autouse=True)
+def _no_address_in_any_log_record(caplog):
+    """Every test here: no captured log record (any logger, DEBUG up) looks like an address."""
+    caplog.set_level("DEBUG")
+    yield
+    for record in caplog.get_records("setup") + caplog.get_records("call"):
+        text = record.getMessage() + " " + (record.exc_text or "")
+        assert redact(text) == text, f"address-like text in a log record of {record.name}: {redact(text)!r}"
 
 
 @pytest.fixture
