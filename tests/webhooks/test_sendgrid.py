@@ -319,3 +319,18 @@ def test_a_bogus_delivery_id_falls_back_to_the_message_id(client, ledger, sg, bo
     response = post(client, sg, [sg.event_for(ann.record, "delivered", delivery_id=bogus)])
     assert response.json()["stored"] == 1
     assert ledger.delivery(ann.delivery_id)["provider_state"] == "delivered"
+
+
+def test_the_same_batch_posted_concurrently_is_stored_once(client, ledger, sg):
+    """SendGrid may retry while the first attempt is still being processed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sent = send_emails(ledger, sg)
+    events = [sg.event_for(s.record, kind) for s in sent for kind in ("delivered", "open", "bounce")]
+    body, headers = sg.signed_events(events)
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: client.post(URL, content=body, headers=headers).json(), range(4)))
+    assert sum(a["stored"] for a in answers) == len(events)
+    assert sum(a["replayed"] for a in answers) == 3 * len(events)
+    assert event_count(ledger) == len(events)
+    assert len(suppressions(ledger)) == 2 * len(sent)  # address and member, once each
