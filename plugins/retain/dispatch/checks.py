@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
 from retain.dispatch.types import FrequencyCap, QuietHours
 
 # Skip reasons the dispatcher writes (the campaign layer adds its own: holdout, global_control, ...).
@@ -41,15 +44,11 @@ def valid_address(channel: str, address: str | None) -> str | None:
     if not address:
         return None
     if channel == "email":
-        from email_validator import EmailNotValidError, validate_email
-
         try:
             return validate_email(address, check_deliverability=False).normalized
         except EmailNotValidError:
             return None
     if channel == "sms":
-        import phonenumbers
-
         try:
             number = phonenumbers.parse(address, None)
         except phonenumbers.NumberParseException:
