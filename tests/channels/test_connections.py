@@ -82,3 +82,28 @@ def test_ledger_url_reads_the_same_parser_sqlite_path_kept(monkeypatch):
     assert config.ledger_url() == "sqlite:////srv/retain/ledger.sqlite"
     monkeypatch.setenv("AIRFLOW_CONN_RETAIN_LEDGER", "postgres://u:p%40ss@db:5432/l?sslmode=require")
     assert config.ledger_url() == "postgresql://u:p%40ss@db:5432/l?sslmode=require"
+
+
+def test_inside_airflow_a_connection_from_airflow_is_used(monkeypatch):
+    """A connection Airflow provides (here preset the way the task SDK does for a task) and no env var."""
+    from airflow.sdk.execution_time.context import _preset_connections
+
+    from retain.channels import channel_for
+    from retain.channels.sendgrid import SendGridChannel
+
+    conn = AirflowConnection(
+        conn_id="sendgrid_default",
+        conn_type="sendgrid",
+        password="SG.from-airflow",
+        host="https://api.eu.sendgrid.com",
+        extra='{"sandbox_mode": true}',
+    )
+    token = _preset_connections.set({"sendgrid_default": conn})
+    try:
+        ours = get_connection("sendgrid_default")
+        channel = channel_for("email")
+    finally:
+        _preset_connections.reset(token)
+    assert ours.password == "SG.from-airflow" and ours.extra == {"sandbox_mode": True}
+    assert isinstance(channel, SendGridChannel) and channel.host == "https://api.eu.sendgrid.com"
+    assert channel.sandbox
