@@ -894,9 +894,10 @@ class Ledger:
 
         The delivery is ``delivery_id`` (ignored when it exists but was sent with another provider
         message id), else the only one sent with ``provider_message_id`` (a SendGrid request with many
-        personalizations shares one); events of unknown deliveries are still stored. ``state`` becomes the delivery's ``provider_state`` unless that would move it
-        backwards: ``by_time`` compares (occurred_at, lifecycle rank), otherwise (providers whose
-        callbacks carry no event time) the lifecycle rank alone must rise. ``suppress`` adds a
+        personalizations shares one); events of unknown deliveries are still stored. ``state``
+        becomes the delivery's ``provider_state`` unless that would move it backwards: ``by_time``
+        compares (occurred_at, lifecycle rank), otherwise (providers whose callbacks carry no event
+        time) the lifecycle rank alone must rise. ``suppress`` adds a
         suppression with that reason for ``address`` (hashed; never stored) and the delivery's member;
         ``unsuppress`` removes suppressions of that reason for them (Twilio START after STOP).
         ``members_by_address``: also the members whose deliveries on ``channel`` carry the address's
