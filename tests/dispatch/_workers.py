@@ -11,15 +11,23 @@ import logging
 import sys
 from datetime import UTC, date, datetime
 
+from retain.channels.sendgrid import SendGridChannel
 from retain.dispatch import DispatchSpec, MemberSource, Recipient, StepTemplates, deliver, prepare
 from retain.ledger import Ledger
-from tests.dispatch._sendgrid import TestSendGridChannel
 
 LOGICAL = date(2026, 6, 30)
 NOW = datetime(2026, 6, 30, 16, 0, tzinfo=UTC)
 SPEC = DispatchSpec(
     campaign="crash_test", steps={"s": StepTemplates(email="win_back")}, batch_size=25, frequency_cap=None
 )
+
+
+API_KEY = "SG.test-key"
+
+
+def sendgrid(url: str, timeout_s: float = 2.0) -> SendGridChannel:
+    """The real channel, retrying nothing itself (the ledger's backoff does): one attempt per claim."""
+    return SendGridChannel(API_KEY, host=url, timeout_s=timeout_s, max_attempts=1, concurrency=4)
 
 
 def load_members(path: str) -> list[dict]:
@@ -46,7 +54,7 @@ def main(argv: list[str]) -> None:
         ledger,
         SPEC,
         run,
-        channels={"email": TestSendGridChannel(sg_url)},
+        channels={"email": sendgrid(sg_url)},
         members=members,
         context_for=None,
         worker_id=worker_id,
