@@ -14,14 +14,15 @@
 - ours, one request per message (content rendered per member): ``SendGridChannel.send_batch`` with 64
   threads, measured on ``--per-message`` messages (default 10,000).
 
-(b) Throttle: ``SendGridChannel`` with a ``TokenBucket(R, burst=1)``, one request per message, for
-``--throttle-seconds`` (default 60 s): the rate the server saw (messages after the first / time between
-the first and the last) against R.
+(b) Throttle: ``SendGridChannel`` with a ``TokenBucket(R, burst=1)``, one request per message, and at the
+same time ``TwilioChannel`` at the SMS default (1 msg/s, one long code) against
+``retain.testing.TwilioServer``, for ``--throttle-seconds`` (default 60 s): the rate each server saw
+(messages after the first / time between the first and the last) against the configured one.
 
 Every run checks the server recorded each delivery exactly once.
 
     .venv/bin/python bench/bench_channels.py [--emails 100000] [--stock 1500] [--per-message 10000]
-                                             [--rate 50] [--throttle-seconds 60]
+                                             [--rate 50] [--throttle-seconds 60] [--throttle-only]
 """
 
 from __future__ import annotations
@@ -31,15 +32,17 @@ import functools
 import json
 import logging
 import os
+import threading
 import time
 from unittest import mock
 
 import sendgrid
 
-from retain.channels import OutgoingEmail
+from retain.channels import OutgoingEmail, OutgoingSms
 from retain.channels.sendgrid import SendGridChannel, SharedContent, SharedRecipient
-from retain.channels.throttle import TokenBucket
-from retain.testing import SendGridServer
+from retain.channels.throttle import SMS_LONG_CODE_RATE_PER_S, TokenBucket
+from retain.channels.twilio import TwilioChannel
+from retain.testing import SendGridServer, TwilioServer
 
 KEY = "SG.bench-key"
 LATENCY_S = 0.02
@@ -153,6 +156,33 @@ def throttle(server: SendGridServer, rate: float, seconds: float) -> tuple[float
     return (len(times) - 1) / (times[-1] - times[0]), n
 
 
+def sms_throttle(seconds: float, result: dict) -> None:
+    rate = SMS_LONG_CODE_RATE_PER_S
+    with TwilioServer() as tw:
+        channel = TwilioChannel(
+            tw.account_sid,
+            tw.auth_token,
+            from_number="+14155550199",
+            base_url=tw.url,
+            concurrency=4,
+            throttle=TokenBucket(rate, burst=1),
+        )
+        n = int(rate * seconds) + 1
+        outcomes = channel.send_batch(
+            [OutgoingSms(i, "bench", f"+1415600{i:04d}", f"Hi {i}") for i in range(n)]
+        )
+        channel.close()
+        if {o.status for o in outcomes} != {"sent"} or len(tw.received) != n or tw.duplicates("to"):
+            raise SystemExit("sms throttle: not every message was sent exactly once")
+        times = sorted(r.received_at for r in tw.received)
+        result.update(rate=rate, n=n, measured=(n - 1) / (times[-1] - times[0]))
+
+
+def report(label: str, n: int, rate: float, target: int, stock_rate: float) -> None:
+    took = f"{target:,} in {target / rate:,.1f} s" + (" (extrapolated)" if n < target else "")
+    print(f"{label:<42} {n:>7,} msgs {rate:>9,.0f} msg/s  -> {took}  ({rate / stock_rate:.1f}x stock)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--emails", type=int, default=100_000)
@@ -160,33 +190,36 @@ def main() -> None:
     parser.add_argument("--per-message", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--throttle-seconds", type=float, default=60.0)
+    parser.add_argument("--throttle-only", action="store_true", help="skip the throughput runs")
     args = parser.parse_args()
 
     with SendGridServer(api_keys={KEY}, latency_s=LATENCY_S) as server:
         latency_ms = LATENCY_S * 1000
         print(f"local SendGrid server, {latency_ms:.0f} ms added latency per request, {os.cpu_count()} cores")
-        stock_rate = stock(server, args.stock)
-        print(
-            f"stock provider send_email, 1 call/message: {args.stock:>7,} msgs  {stock_rate:>9,.0f} msg/s"
-            f"  -> {args.emails:,} in {args.emails / stock_rate:,.0f} s (extrapolated)"
-        )
-        per_rate = per_message(server, args.per_message)
-        print(
-            f"ours, 1 request/message, 64 threads:      {args.per_message:>7,} msgs  {per_rate:>9,.0f} msg/s"
-            f"  -> {args.emails:,} in {args.emails / per_rate:,.0f} s  ({per_rate / stock_rate:.1f}x stock)"
-        )
-        shared_rate = shared(server, args.emails)
-        print(
-            f"ours, shared content, 1,000/request:      {args.emails:>7,} msgs  {shared_rate:>9,.0f} msg/s"
-            f"  -> {args.emails:,} in {args.emails / shared_rate:,.1f} s"
-            f"  ({shared_rate / stock_rate:.0f}x stock)"
-        )
+        if not args.throttle_only:
+            emails = args.emails
+            stock_rate = stock(server, args.stock)
+            report("stock provider send_email, 1 call/message", args.stock, stock_rate, emails, stock_rate)
+            per_rate = per_message(server, args.per_message)
+            report("ours, 1 request/message, 64 threads", args.per_message, per_rate, emails, stock_rate)
+            shared_rate = shared(server, emails)
+            report("ours, shared content, 1,000/request", emails, shared_rate, emails, stock_rate)
+        sms: dict = {}
+        sms_thread = threading.Thread(target=sms_throttle, args=(args.throttle_seconds, sms))
+        sms_thread.start()
         measured, n = throttle(server, args.rate, args.throttle_seconds)
+        sms_thread.join()
         error = (measured - args.rate) / args.rate
         print(
             f"throttle: configured {args.rate:g} msg/s, {n:,} messages over {args.throttle_seconds:g} s: "
             f"measured {measured:.2f} msg/s ({error:+.2%})"
         )
+        if sms:
+            sms_error = (sms["measured"] - sms["rate"]) / sms["rate"]
+            print(
+                f"throttle: Twilio SMS default {sms['rate']:g} msg/s, {sms['n']:,} messages: "
+                f"measured {sms['measured']:.3f} msg/s ({sms_error:+.2%})"
+            )
 
 
 if __name__ == "__main__":
