@@ -166,8 +166,13 @@ def build_query(
     step: Step | None = None,
     now: datetime | None = None,
     member_ids: Sequence[str] | None = None,
+    ordered: bool = False,
 ) -> AudienceQuery:
-    """The audience query for a manual campaign, or for one step of a journey (members due that day)."""
+    """The audience query for a manual campaign, or for one step of a journey (members due that day).
+
+    ``ordered``: by member_id, so a ``limit`` always takes the same members. DuckDB then materialises the
+    sorted result (about 50 MB per million members, bench/bench_campaign_audience.py); unordered, the
+    result streams and memory stays flat."""
     model = campaign.audience.model
     if model not in AUDIENCE_MODELS:
         raise AudienceError(f"audience.model: {model!r} is not an audience model")
@@ -250,7 +255,7 @@ def build_query(
         FROM member_segments m
         {join}
         WHERE {" AND ".join(where) or "TRUE"}
-        ORDER BY m.member_id
+        {"ORDER BY m.member_id" if ordered else ""}
     """
     params = select_params + exit_params + join_params + where_params
     return AudienceQuery(sql, params)

@@ -352,12 +352,18 @@ def plan_recipients(
     now: datetime,
     priorities: Mapping[str, int],
     chunk: int = aud.DEFAULT_CHUNK,
+    ordered: bool = False,
 ) -> Iterator[Recipient]:
     """Stream the run's recipients, chunk by chunk, each with its variant or campaign-layer skip reason."""
     name = campaign.ledger_name
     for step in campaign.step_list():
         query = aud.build_query(
-            con, campaign, as_of=plan.as_of, step=step if campaign.kind == "journey" else None, now=now
+            con,
+            campaign,
+            as_of=plan.as_of,
+            step=step if campaign.kind == "journey" else None,
+            now=now,
+            ordered=ordered,
         )
         for members in aud.stream(con, query, chunk):
             ids = [m.member_id for m in members]
@@ -570,6 +576,7 @@ def prepare_campaign(
                 now=now,
                 priorities=_priorities(catalog),
                 chunk=chunk,
+                ordered=request.limit is not None,
             )
         try:
             with MemberSource.from_warehouse(warehouse) as members:
