@@ -10,6 +10,7 @@ import pytest
 from retain.channels import OutgoingEmail, channel_for
 from retain.channels.sendgrid import SendGridChannel, SharedContent, SharedRecipient
 from retain.testing import SendGridServer
+from retain.testing.faults import Outcome
 
 KEY = "SG.test-key"
 
@@ -273,3 +274,25 @@ def test_many_messages_with_concurrency_arrive_once_each(sg, assert_no_address_l
     assert sg.duplicates("delivery_id") == {}
     ch.close()
     assert_no_address_logged(*(m.to for m in batch))
+
+
+def test_faulty_provider_ends_with_every_message_sent_exactly_once(sg, assert_no_address_logged):
+    """10% 5xx, 5% 429, 2% timeouts (accepted before the answer was lost): re-sending only what the
+    channel called ``retry``, as the dispatcher does, ends with each delivery at SendGrid once."""
+    sg.set_faults(error_rate=0.10, throttle_rate=0.05, timeout_rate=0.02, timeout_s=0.6, seed=11)
+    ch, _ = channel(sg, timeout_s=0.3, max_attempts=2, concurrency=8)
+    pending = [message(i) for i in range(400)]
+    statuses: dict[int, str] = {}
+    for _round in range(10):
+        outcomes = ch.send_batch(pending)
+        statuses.update({o.delivery_id: o.status for o in outcomes})
+        pending = [m for m, o in zip(pending, outcomes, strict=True) if o.status == "retry"]
+        if not pending:
+            break
+    ch.close()
+    assert set(statuses.values()) == {"sent"}
+    counts = sg.faults.counts
+    assert counts[Outcome.TIMEOUT] > 0 and counts[Outcome.ERROR_500] + counts[Outcome.ERROR_503] > 0
+    assert counts[Outcome.THROTTLED] > 0
+    assert len(sg.count_by("delivery_id")) == 400 and sg.duplicates("delivery_id") == {}
+    assert_no_address_logged(*(f"member{i}@example.com" for i in range(400)))

@@ -10,6 +10,7 @@ from retain.channels import OutgoingSms, channel_for
 from retain.channels.throttle import TokenBucket
 from retain.channels.twilio import TwilioChannel
 from retain.testing import TwilioServer
+from retain.testing.faults import Outcome
 
 FROM = "+14155550199"
 SERVICE = "MG" + "a" * 32
@@ -187,3 +188,23 @@ def test_timeout_with_a_failing_lookup_is_in_doubt_not_resent(assert_no_address_
         assert len(tw.received) == 1  # accepted: a blind re-send would have doubled it
         assert ch.lookup(30) is None
         assert_no_address_logged("+14155550030")
+
+
+def test_faulty_provider_ends_with_every_sms_sent_exactly_once(tw, assert_no_address_logged):
+    """10% 5xx, 5% 429, 2% timeouts after Twilio created the message: re-sending only ``retry`` outcomes
+    ends with one message per delivery at Twilio."""
+    tw.set_faults(error_rate=0.10, throttle_rate=0.05, timeout_rate=0.02, timeout_s=0.6, seed=4)
+    ch = channel(tw, timeout_s=0.3, max_attempts=2, concurrency=4)
+    pending = [sms(i) for i in range(200)]
+    statuses: dict[int, str] = {}
+    for _round in range(10):
+        outcomes = ch.send_batch(pending)
+        statuses.update({o.delivery_id: o.status for o in outcomes})
+        pending = [m for m, o in zip(pending, outcomes, strict=True) if o.status == "retry"]
+        if not pending:
+            break
+    ch.close()
+    assert set(statuses.values()) == {"sent"}
+    assert tw.faults.counts[Outcome.TIMEOUT] > 0 and tw.faults.counts[Outcome.THROTTLED] > 0
+    assert len(tw.received) == 200 and tw.duplicates("to") == {}
+    assert_no_address_logged(*(sms(i).to for i in range(200)))
