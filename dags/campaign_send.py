@@ -9,8 +9,9 @@ without sending anything. Untick it to send.
 
 Tasks: `validate` (the file against the warehouse columns and the templates) -> `prepare` (audience
 frozen, as-of date recorded, every recipient enqueued in the delivery ledger or skipped with its reason)
--> `wait_for_send_time` (the scheduled send time, if any) -> `deliver` (one mapped task per shard, each
-claiming from the ledger: a retry or a second worker never sends twice) -> `summary` -> `export_ledger`
+-> `wait_for_send_time` (the scheduled send time, if any) -> `deliver` (one mapped sensor per shard, each
+claiming from the ledger: a retry or a second worker never sends twice; messages deferred by quiet hours
+wait in the ledger and the sensor comes back for them) -> `summary` -> `export_ledger`
 (copies the ledger into the warehouse for the performance marts).
 
 An invalid campaign file makes this DAG fail to import, with the file, field and reason in the import error:
@@ -48,9 +49,9 @@ with DAG(
         "campaign": Param(
             CHOICES[0] if CHOICES else "",
             type="string",
-            enum=CHOICES,
             title="Campaign",
             description="A valid file in campaigns/ (manual campaigns first, then journeys).",
+            **({"enum": CHOICES} if CHOICES else {}),  # no files yet: validate names the folder
         ),
         "dry_run": Param(
             True,
@@ -115,12 +116,17 @@ with DAG(
     def shards(prepared: dict) -> list[int]:
         return prepared["shards"]
 
-    @task(max_active_tis_per_dagrun=8)
-    def deliver(shard: int, prepared: dict) -> dict:
+    @task.sensor(poke_interval=300, timeout=3 * 24 * 3600, mode="reschedule", max_active_tis_per_dagrun=8)
+    def deliver(shard: int, prepared: dict):
+        """Send what is due; messages deferred by quiet hours or the send window wait in the ledger and the
+        task comes back (reschedule mode, no worker slot held) until the run has nothing left."""
+        from airflow.sdk import PokeReturnValue
+
         from retain.campaigns import tasks
 
         ctx = get_current_context()
-        return tasks.deliver(ctx["params"], prepared["campaign"], ctx["dag_run"].run_id, shard)
+        out = tasks.deliver(ctx["params"], prepared["campaign"], ctx["dag_run"].run_id, shard)
+        return PokeReturnValue(is_done=out["finished"], xcom_value=out)
 
     @task(trigger_rule="none_failed")
     def summary(prepared: dict) -> dict:

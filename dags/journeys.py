@@ -6,7 +6,8 @@ cross_sell, replenishment, win_back, tier_upgrade, birthday, dormant_care. Runs 
 publishes a fresh `retain.member_segments` asset.
 
 One task group per journey: `prepare` (members due today: entry criteria, delay, exit criteria, re-entry
-rule, global control, holdout, arbitration; every decision a ledger row) then `deliver`. The prepare tasks
+rule, global control, holdout, arbitration; every decision a ledger row) then `deliver` (a sensor in
+reschedule mode: SMS deferred by quiet hours wait in the ledger and it comes back for them). The prepare tasks
 run one after another, **highest priority first**, so a member who qualifies for several journeys the same
 day gets the highest-priority one and the others record the skip reason `arbitration`. The ledger date of
 each journey is the warehouse's as-of date: the asset firing twice for one build never sends twice.
@@ -52,14 +53,18 @@ with DAG(
         params = {"campaign": journey, "dry_run": False}
         return tasks.prepare(params, run.run_id, run.logical_date or run.run_after, journey_as_of=True)
 
-    @task
-    def deliver(prepared: dict) -> dict:
+    @task.sensor(poke_interval=300, timeout=2 * 24 * 3600, mode="reschedule")
+    def deliver(prepared: dict):
+        """Send what is due; SMS deferred by quiet hours wait in the ledger until the sensor comes back."""
+        from airflow.sdk import PokeReturnValue
+
         from retain.campaigns import tasks
 
         ctx = get_current_context()
         if not prepared["shards"]:
-            return {"queued": 0}
-        return tasks.deliver({}, prepared["campaign"], ctx["dag_run"].run_id, 0)
+            return PokeReturnValue(is_done=True, xcom_value={"queued": 0})
+        out = tasks.deliver({}, prepared["campaign"], ctx["dag_run"].run_id, 0)
+        return PokeReturnValue(is_done=out["finished"], xcom_value=out)
 
     @task(trigger_rule="all_done")
     def export_ledger() -> dict:

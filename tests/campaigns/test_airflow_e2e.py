@@ -52,6 +52,12 @@ def airflow(built, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     campaigns = base / "campaigns"
     shutil.copytree(ROOT / "campaigns", campaigns)
     (campaigns / "e2e_sale.yml").write_text(E2E_CAMPAIGN)
+    # No quiet hours here: otherwise SMS to members in their night would (rightly) wait for the morning and
+    # the deliver sensors would come back hours later. Deferral is tested in test_tasks.py and dispatch.
+    for path in campaigns.glob("*.yml"):
+        if "kind: journey" in path.read_text():
+            with path.open("a") as f:
+                f.write("quiet_hours: {email: null, sms: null}\n")
     warehouse = base / "warehouse.duckdb"
     shutil.copy(built.path, warehouse)  # export_ledger writes raw_ledger into it
     env = {
