@@ -54,3 +54,18 @@ def test_missing_warehouse_or_table_is_a_clear_error(tmp_path, warehouse):
 def test_dict_source_for_tests():
     members = MemberSource.from_rows([{"member_id": 1, "email": "a@example.com"}])
     assert members.get(["1", "2"]) == {"1": {"member_id": 1, "email": "a@example.com"}}
+
+
+def test_samples_for_template_validation_are_a_few_rows_per_locale(tmp_path):
+    path = tmp_path / "w.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "CREATE TABLE member_segments AS SELECT i AS member_id, "
+            "CASE WHEN i % 7 = 0 THEN NULL ELSE 'N' || i END AS first_name, "
+            "['en-US', 'de-DE', 'zh-CN'][1 + i % 3] AS locale FROM range(1, 1001) t(i)"
+        )
+    with MemberSource.from_warehouse(path) as members:
+        rows = members.samples(per_locale=2)
+    assert sorted(r["locale"] for r in rows[:6]) == ["de-DE", "de-DE", "en-US", "en-US", "zh-CN", "zh-CN"]
+    assert len(rows) == 7 and rows[-1]["first_name"] is None
+    assert len(MemberSource.from_rows([{"member_id": i, "locale": "en-US"} for i in range(5)]).samples()) == 2

@@ -125,12 +125,22 @@ class TemplateCheck:
     """Validates the whole template tree once (rendering.validation: static contract checks, then every
     template rendered for every shipped locale), then answers per (channel, template) from that report."""
 
-    def __init__(self, templates_dir: Path | str | None, max_sms_segments: int) -> None:
+    def __init__(
+        self,
+        templates_dir: Path | str | None,
+        max_sms_segments: int,
+        members: list[Mapping[str, Any]] | None = None,
+    ) -> None:
+        """``members``: sample rows to render with (real ones from the audience's MemberSource); None lets
+        validation sample the warehouse itself, an empty list falls back to the shipped fixtures."""
         from retain import config
+        from retain.rendering.context import SAMPLE_MEMBERS
         from retain.rendering.validation import check_templates
 
         self.templates_dir = Path(templates_dir) if templates_dir is not None else config.templates_dir()
-        self.report = check_templates(self.templates_dir, max_sms_segments=max_sms_segments)
+        if members is not None and not members:
+            members = SAMPLE_MEMBERS
+        self.report = check_templates(self.templates_dir, members=members, max_sms_segments=max_sms_segments)
         self._checked: dict[tuple[str, str], list[str]] = {}
 
     def problems(self, channel: str, name: str) -> list[str]:

@@ -19,6 +19,10 @@ class MemberSource(abc.ABC):
     @abc.abstractmethod
     def get(self, member_ids: Sequence[str]) -> dict[str, Mapping[str, Any]]: ...
 
+    @abc.abstractmethod
+    def samples(self, per_locale: int = 2) -> list[Mapping[str, Any]]:
+        """A few real rows per locale (and one without a first name) for template validation."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the warehouse connection."""
 
@@ -48,6 +52,15 @@ class DictMembers(MemberSource):
 
     def get(self, member_ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
         return {m: self.rows[m] for m in member_ids if m in self.rows}
+
+    def samples(self, per_locale: int = 2) -> list[Mapping[str, Any]]:
+        seen: dict[Any, int] = {}
+        out = []
+        for row in self.rows.values():
+            if seen.get(row.get("locale"), 0) < per_locale:
+                seen[row.get("locale")] = seen.get(row.get("locale"), 0) + 1
+                out.append(row)
+        return out
 
 
 class WarehouseMembers(MemberSource):
@@ -99,6 +112,32 @@ class WarehouseMembers(MemberSource):
         for values in rel.fetchall():
             row = dict(zip(names, values, strict=True))
             out[str(row["member_id"])] = row
+        return out
+
+    def samples(self, per_locale: int = 2) -> list[Mapping[str, Any]]:
+        """Per locale a ``LIMIT`` query (DuckDB stops early; no sort or window over the whole table, so
+        memory does not grow with the audience), plus one row with a null first name when there is one."""
+        con = self._connect()
+        columns = {r[0] for r in con.execute(f"SELECT column_name FROM (DESCRIBE {self.table})").fetchall()}
+        queries: list[tuple[str, list[Any]]] = []
+        if "locale" in columns:
+            locales = [r[0] for r in con.execute(f"SELECT DISTINCT locale FROM {self.table}").fetchall()]
+            for locale in locales:
+                if locale is None:
+                    queries.append((f"SELECT * FROM {self.table} WHERE locale IS NULL LIMIT ?", [per_locale]))
+                else:
+                    queries.append(
+                        (f"SELECT * FROM {self.table} WHERE locale = ? LIMIT ?", [locale, per_locale])
+                    )
+        else:
+            queries.append((f"SELECT * FROM {self.table} LIMIT ?", [per_locale]))
+        if "first_name" in columns:
+            queries.append((f"SELECT * FROM {self.table} WHERE first_name IS NULL LIMIT 1", []))
+        out: list[Mapping[str, Any]] = []
+        for sql, params in queries:
+            rel = con.execute(sql, params)
+            names = [d[0] for d in rel.description]
+            out += [dict(zip(names, values, strict=True)) for values in rel.fetchall()]
         return out
 
     def close(self) -> None:

@@ -90,9 +90,11 @@ def _chunks(items: Iterable[Recipient], size: int) -> Iterator[list[Recipient]]:
         yield chunk
 
 
-def validate_spec_templates(spec: DispatchSpec) -> checks.TemplateCheck:
-    """Validate every template ``spec.steps`` declares; raise TemplateValidationError-like ValueError."""
-    tc = checks.TemplateCheck(spec.templates_dir, spec.max_sms_segments)
+def validate_spec_templates(spec: DispatchSpec, members: MemberSource | None = None) -> checks.TemplateCheck:
+    """Validate every template ``spec.steps`` declares (rendered with sample rows of ``members`` when
+    given, else validation's own warehouse sample); raise ``TemplateProblem`` listing each problem."""
+    samples = list(members.samples()) if members is not None else None
+    tc = checks.TemplateCheck(spec.templates_dir, spec.max_sms_segments, samples)
     problems = []
     for step in spec.steps.values():
         for channel, name in (("email", step.email), ("sms", step.sms)):
@@ -137,7 +139,7 @@ def prepare(
     if now.tzinfo is None:
         raise ValueError("prepare(now=...) must be timezone-aware")
     test_addresses = dict(test_addresses or {})
-    templates = validate_spec_templates(spec)  # raises before the run exists when a template is broken
+    templates = validate_spec_templates(spec, members)  # raises before the run exists if a template is broken
     run = ledger.start_run(
         spec.campaign, run_id, logical_date, dry_run, is_marketing=spec.is_marketing, as_of_date=as_of_date
     )
