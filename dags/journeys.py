@@ -43,8 +43,8 @@ with DAG(
         "max_retry_delay": timedelta(minutes=10),
     },
 ) as dag:
-
-    @task
+    # all_done: the chain only orders the prepares by priority; one journey failing must not stop the others.
+    @task(trigger_rule="all_done")
     def prepare(journey: str) -> dict:
         from retain.campaigns import tasks
 
