@@ -83,8 +83,13 @@ def test_cross_sell_replenishment_and_win_back_entries(warehouse, ledger) -> Non
     assert reasons[None] + reasons["no_consent"] + reasons["holdout"] + reasons["global_control"] > 0
 
 
-def test_birthday_on_the_members_local_date(warehouse, ledger) -> None:
-    prepared(ledger, "birthday")
+@pytest.mark.parametrize(
+    "now",
+    [NOW, datetime(2026, 6, 30, 2, 0, tzinfo=UTC)],  # at 02:00 UTC the Americas are still on 29 June
+    ids=["noon-utc", "americas-yesterday"],
+)
+def test_birthday_on_the_members_local_date(warehouse, ledger, now: datetime) -> None:
+    prepare_campaign(RunRequest("birthday", "r1", dry_run=False, now=now), ledger=ledger)
     got = set(by_step(ledger, "birthday").get("greeting", {}))
     with duckdb.connect(str(warehouse.path), read_only=True) as con:
         members = con.execute(
@@ -94,9 +99,9 @@ def test_birthday_on_the_members_local_date(warehouse, ledger) -> None:
     expected = set()
     for member_id, born, tz in members:
         try:
-            local = NOW.astimezone(ZoneInfo(tz)).date() if tz else NOW.date()
+            local = now.astimezone(ZoneInfo(tz)).date() if tz else now.date()
         except (KeyError, ValueError):
-            local = NOW.date()
+            local = now.date()
         try:
             this_year = born.replace(year=local.year)
         except ValueError:  # 29 February in a common year

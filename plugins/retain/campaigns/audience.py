@@ -108,6 +108,17 @@ class AudienceQuery:
     params: list[Any]
 
 
+def _local_today_sql(ms_cols: Mapping[str, str]) -> str:
+    """The member's local date at the bound time (one ``?``); an unknown or missing zone counts as UTC."""
+    if "timezone" not in ms_cols:
+        return "CAST(CAST(? AS TIMESTAMPTZ) AS DATE)"
+    tz = _ident("timezone", ms_cols, "entry")
+    return (
+        f"CAST(timezone(CASE WHEN m.{tz} IN (SELECT name FROM pg_timezone_names()) THEN m.{tz} "
+        f"ELSE 'UTC' END, CAST(? AS TIMESTAMPTZ)) AS DATE)"
+    )
+
+
 def _entry_sql(
     campaign: Campaign, step: Step, ms_cols: Mapping[str, str], as_of: date, now: datetime
 ) -> tuple[str, str, list[Any], list[Any]]:
@@ -122,14 +133,7 @@ def _entry_sql(
         return "", expr, [], []
     if isinstance(entry, BirthdayEntry):
         col = _ident(entry.column, ms_cols, "entry.column")
-        tz = _ident("timezone", ms_cols, "entry") if "timezone" in ms_cols else None
-        # The member's local date now; an unknown or missing zone counts as UTC.
-        local = (
-            f"CAST(timezone(CASE WHEN m.{tz} IN (SELECT name FROM pg_timezone_names()) THEN m.{tz} "
-            f"ELSE 'UTC' END, CAST(? AS TIMESTAMPTZ)) AS DATE)"
-            if tz
-            else "CAST(CAST(? AS TIMESTAMPTZ) AS DATE)"
-        )
+        local = _local_today_sql(ms_cols)
         b = f"m.{col}"
         # This year's birthday in the member's calendar (29 February -> 28 February in other years).
         expr = (
@@ -221,10 +225,12 @@ def build_query(
         join, entered, join_params, select_params = _entry_sql(campaign, step, ms_cols, as_of, now)
         delay = int(step.delay_days)
         if isinstance(campaign.entry, BirthdayEntry):
-            # Due on the member's local birthday (catch-up days allowed after it).
-            local_params = list(select_params)
-            where.append(f"({entered}) + {delay} BETWEEN ? AND ?")
-            where_params += local_params + [as_of - timedelta(days=campaign.catch_up_days), as_of]
+            # Due on the member's local birthday, by the member's own calendar now (catch-up days after it).
+            local = _local_today_sql(ms_cols)
+            where.append(
+                f"({entered}) + {delay} BETWEEN ({local}) - {int(campaign.catch_up_days)} AND ({local})"
+            )
+            where_params += list(select_params) + [now, now]
         else:
             where.append(f"({entered}) + {delay} BETWEEN ? AND ?")
             where_params += [as_of - timedelta(days=campaign.catch_up_days), as_of]
