@@ -192,3 +192,20 @@ def test_campaign_outside_its_dates_does_not_run(ledger) -> None:
     with pytest.raises(CampaignNotRunnable, match="ended on 2026-12-31"):
         run(ledger, "spring_sale", "late", now=datetime(2027, 1, 2, tzinfo=UTC))
     assert rows(ledger, "spring_sale") == []
+
+
+def test_limit_queues_that_many_and_always_the_same_members(ledger) -> None:
+    first = run(ledger, "spring_sale", "lim-1", dry_run=True, pilot_share=1.0, limit=5)
+    second = run(
+        ledger, "spring_sale", "lim-2", dry_run=True, pilot_share=1.0, limit=5, now=NOW + timedelta(hours=1)
+    )
+    assert first.report.limited and first.summary()["queued"] == 5
+
+    def queued(outcome) -> set[str]:
+        return {
+            r["member_id"]
+            for r in rows(ledger, "spring_sale", run_pk=outcome.report.run.id)
+            if r["status"] == "queued"
+        }
+
+    assert len(queued(first)) == 5 and queued(first) == queued(second)
