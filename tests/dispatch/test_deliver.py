@@ -216,3 +216,14 @@ def test_a_resumed_run_is_not_paused_again_for_the_failures_before_the_pause(led
     resume_run(ledger, report.run)
     out = go(ledger, spec, report.run, RecordingChannel("email"), members)
     assert not out.paused and out.counts["sent"] == 50 and out.finished
+
+
+def test_a_missing_channel_is_a_clear_error_and_the_rows_stay_queued(ledger, email_channel):
+    import pytest
+
+    members = MemberSource.from_rows([member(1, timezone="UTC")])
+    report = prepare(ledger, SPEC, "m", LOGICAL, [r(1, "sms")], members=members, now=NOON)
+    with pytest.raises(ValueError, match="no channel for sms"):
+        go(ledger, SPEC, report.run, email_channel, members)
+    row = ledger.delivery(1)
+    assert (row["status"], row["attempts"]) == ("queued", 0)

@@ -104,7 +104,11 @@ def reconcile_in_doubt(
     out: Counter = Counter()
     for row in ledger.in_doubt(lease, run=run, now=now):
         channel = channels.get(row.channel)
-        found = channel.lookup(row.id) if channel is not None else None
+        try:
+            found = channel.lookup(row.id) if channel is not None else None
+        except Exception as exc:  # noqa: BLE001 - a lookup that breaks settles nothing: still in doubt
+            log.warning("dispatch lookup of delivery %s failed: %s", row.id, type(exc).__name__)
+            found = None
         if found is None:
             out["still_in_doubt"] += 1
             continue
@@ -286,8 +290,13 @@ def _deliver_batch(
     report: DeliverReport,
     breaker: _Breaker,
 ) -> None:
-    member_rows = members.get([r.member_id for r in rows if not r.is_test])
     now = clock()
+    missing = sorted({r.channel for r in rows} - set(channels))
+    if missing:  # a configuration error: give the rows back untouched rather than fail messages for it
+        for row in rows:
+            ledger.defer(row.id, now, worker_id=worker_id)
+        raise ValueError(f"deliver(): no channel for {', '.join(missing)}; pass channels={{name: Channel}}")
+    member_rows = members.get([r.member_id for r in rows if not r.is_test])
 
     def skip(row: ClaimedDelivery, reason: str) -> None:
         ledger.mark_skipped(row.id, reason, worker_id=worker_id)
@@ -301,10 +310,6 @@ def _deliver_batch(
     # 1. who: member row, consent, address (re-read now: the ledger never stored it)
     ready: list[tuple[ClaimedDelivery, Mapping[str, Any], str]] = []
     for row in rows:
-        channel = channels.get(row.channel)
-        if channel is None:
-            fail(row, f"no channel configured for {row.channel}", "failed")
-            continue
         if row.is_test:
             address = test_addresses.get(row.member_id)
             if address is None:
