@@ -106,18 +106,30 @@ def one(n: int, work: Path) -> dict:
             counts = sum(pool.map(worker, range(WORKERS)), Counter())
     t2 = time.perf_counter()
     ledger.close()
-    files = sum(1 for _ in (work / "outbox").rglob("*.json"))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "n": n,
         "queued": report.by_status.get("queued", 0),
         "skipped": report.by_status.get("skipped", 0),
         "sent": counts["sent"],
         "workers": WORKERS,
-        "outbox_files": files,
         "prepare_s": round(t1 - t0, 1),
         "deliver_s": round(t2 - t1, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak, 1),
     }
+
+
+def count_files(root: Path) -> int:
+    """Counted here, not in the measured process: Path.rglob lists a whole folder in memory (1M entries)."""
+    total, stack = 0, [root]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    stack.append(Path(entry.path))
+                elif entry.name.endswith(".json"):
+                    total += 1
+    return total
 
 
 def main(sizes: list[int]) -> None:
@@ -135,9 +147,11 @@ def main(sizes: list[int]) -> None:
                 )
                 if proc.returncode != 0:
                     sys.exit(f"size {n} {step} failed:\n{proc.stderr[-3000:]}")
+            files = count_files(work / "outbox")
         finally:
             shutil.rmtree(work, ignore_errors=True)
         result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result["outbox_files"] = files
         results.append(result)
         rate = result["sent"] / max(result["prepare_s"] + result["deliver_s"], 1e-9)
         r = result
