@@ -22,6 +22,7 @@ from retain.dispatch import checks
 from retain.dispatch.members import MemberSource
 from retain.dispatch.prepare import sample_member
 from retain.dispatch.render import outgoing, render_message
+from retain.dispatch.shared import send_with_shared
 from retain.dispatch.types import CircuitBreaker, ContextFor, DispatchSpec, Recipient
 from retain.ledger import ClaimedDelivery, Ledger, LedgerError, Run, redact
 from retain.ledger.models import utcnow
@@ -368,7 +369,7 @@ def _deliver_batch(
 
     for channel_name, items in by_channel.items():
         channel = channels[channel_name]
-        outcomes = channel.send_batch([out for _, out, _, _ in items])
+        outcomes = send_with_shared(channel, items, checked, spec, renderer, context_for)  # docs/dispatch.md
         if len(outcomes) != len(items):
             raise RuntimeError(
                 f"channel {channel.provider} returned {len(outcomes)} outcomes for {len(items)} messages; "

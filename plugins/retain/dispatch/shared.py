@@ -1,0 +1,272 @@
+"""SendGrid's shared send mode, used only where it is proven to give each member the same bytes.
+
+SendGrid takes up to 1,000 personalizations per request when the content is shared and the per-member
+values travel as substitutions (docs/channels.md). Which messages may go that way is checked, not
+declared: for a batch of email deliveries going to a channel with ``send_shared``,
+
+1. each message's context is built again with its per-member strings (member first/last name and id,
+   every non-empty ``links.*`` URL) replaced by tokens ``-rt0-``, ``-rt1-``...; the rest of the
+   context (locale, offer, products, the member fields the templates read, which fields are null) is
+   the group key;
+2. each group's tokenised email is rendered once; in its HTML part every token is renamed to its HTML
+   twin (``-rt0h-``), whose value is the HTML-escaped one, while subject and text take the raw value;
+3. every message's substitutions are applied to its group's rendering (as SendGrid does: literal keys,
+   subject and content) and compared byte for byte with the message's own rendering, the one the
+   dispatcher made for the ledger's content hash. Identical -> the shared request; anything else (the
+   template branches on a member value, filters it, a value holds a token) -> one request per message.
+
+Per-member headers (List-Unsubscribe) go in the personalization's headers; custom args are the
+message's own. A member whose substitutions and custom args exceed 10,000 bytes (SendGrid's documented
+limit per personalization for each of them; the sum is held to it) goes per message too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from markupsafe import escape
+
+from retain.channels.base import Channel, OutgoingEmail, SendOutcome
+from retain.dispatch.render import CONTEXT_KEYS, campaign_for
+from retain.dispatch.types import ContextFor, DispatchSpec, Recipient
+from retain.rendering import build_context
+
+log = logging.getLogger(__name__)
+
+#: SendGrid's documented limit per personalization (custom_args; substitutions): both together held to it
+MAX_PERSONALIZATION_BYTES = 10_000
+TOKEN_MARK = "-rt"
+MEMBER_TOKEN_FIELDS = ("first_name", "last_name", "member_id")
+_MEMBER_REF = re.compile(r"\bmember\b(\s*\.\s*([A-Za-z_]\w*))?")
+
+
+def token(i: int) -> str:
+    return f"-rt{i}-"
+
+
+def html_token(i: int) -> str:
+    return f"-rt{i}h-"
+
+
+def _member_fields_read(templates_dir: Path) -> frozenset[str] | None:
+    """Member fields any template names as ``member.<field>``; ``None`` when one uses ``member`` another
+    way (then every member field is part of the group key)."""
+    fields: set[str] = set()
+    for path in templates_dir.rglob("*.j2"):
+        for m in _MEMBER_REF.finditer(path.read_text(encoding="utf-8")):
+            if m.group(2) is None:
+                return None
+            fields.add(m.group(2))
+    return frozenset(fields)
+
+
+_FIELDS_READ: dict[Path, frozenset[str] | None] = {}
+
+
+def _fields_read(renderer: Any) -> frozenset[str] | None:
+    root = Path(renderer.templates_dir)
+    if root not in _FIELDS_READ:
+        _FIELDS_READ[root] = _member_fields_read(root)
+    return _FIELDS_READ[root]
+
+
+def tokenised_context(
+    spec: DispatchSpec,
+    recipient: Recipient,
+    member: Mapping[str, Any],
+    context_for: ContextFor | None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The message's context as render_message builds it, per-member strings replaced by tokens, and
+    the values the tokens stand for (index i <-> ``token(i)``)."""
+    extra = dict(context_for(member, recipient)) if context_for is not None else {}
+    unknown = set(extra) - set(CONTEXT_KEYS)
+    if unknown:
+        raise ValueError(f"context_for returned keys outside {CONTEXT_KEYS}: {sorted(unknown)}")
+    if spec.brand and "brand" not in extra:
+        extra["brand"] = spec.brand
+    ctx = build_context(member, campaign_for(spec, recipient.journey_step), **extra)
+    values: list[str] = []
+    m = dict(ctx["member"])
+    for name in MEMBER_TOKEN_FIELDS:
+        value = m.get(name)
+        if isinstance(value, bool) or value is None or value == "":
+            continue
+        if isinstance(value, str | int):
+            m[name] = token(len(values))
+            values.append(str(value))
+    ctx["member"] = m
+    links = dict(ctx["links"])
+    for name in sorted(links):
+        if isinstance(links[name], str) and links[name]:
+            values.append(links[name])
+            links[name] = token(len(values) - 1)
+    ctx["links"] = links
+    return ctx, values
+
+
+def _group_key(template: str, step: str, variant: Any, ctx: Mapping[str, Any], read: frozenset[str] | None):
+    member = ctx["member"]
+    kept = {
+        k: (v if k in MEMBER_TOKEN_FIELDS else repr(v))
+        for k, v in sorted(member.items())
+        if read is None or k in read or k in MEMBER_TOKEN_FIELDS
+    }
+    rest = {k: v for k, v in ctx.items() if k != "member"}
+    blob = json.dumps([kept, rest], sort_keys=True, default=repr, ensure_ascii=False)
+    return (template, step, variant, hashlib.sha256(blob.encode()).hexdigest())
+
+
+def substitutions_for(values: Sequence[str]) -> dict[str, str]:
+    """Raw value for the subject/text token, HTML-escaped value for its HTML twin."""
+    subs: dict[str, str] = {}
+    for i, value in enumerate(values):
+        subs[token(i)] = value
+        subs[html_token(i)] = str(escape(value))
+    return subs
+
+
+def apply(text: str, subs: Mapping[str, str]) -> str:
+    """What SendGrid makes of ``text``: every key replaced literally by its value."""
+    for key, value in subs.items():
+        if key in text:
+            text = text.replace(key, value)
+    return text
+
+
+class _Group:
+    def __init__(self, subject: str, html: str, text: str) -> None:
+        self.subject, self.html, self.text = subject, html, text
+        self.members: list[tuple[int, dict[str, str]]] = []  # (item index, substitutions)
+        self.addresses: set[str] = set()
+
+
+def send_with_shared(
+    channel: Channel,
+    items: Sequence[tuple[Any, Any, str, str]],
+    checked: Sequence[tuple[Any, Mapping[str, Any], str]],
+    spec: DispatchSpec,
+    renderer: Any,
+    context_for: ContextFor | None,
+) -> list[SendOutcome]:
+    """Outcomes for ``items`` (deliver's ``(row, outgoing, content_hash, address)``), same order: shared
+    requests for the messages proven identical, ``channel.send_batch`` for the others."""
+    send_shared = getattr(channel, "send_shared", None)
+    if send_shared is None or getattr(channel, "channel", None) != "email" or not items:
+        return channel.send_batch([out for _, out, _, _ in items])
+    from retain.channels.sendgrid import SharedContent, SharedRecipient
+
+    member_of = {row.id: member for row, member, _ in checked}
+    read = _fields_read(renderer)
+    groups: dict[tuple, _Group | None] = {}
+    single: list[int] = []
+    for i, (row, out, _, _) in enumerate(items):
+        group = _match(row, out, member_of.get(row.id), spec, renderer, context_for, read, groups)
+        address = out.to.lower() if isinstance(out, OutgoingEmail) else ""
+        if group is None or address in group[0].addresses:
+            single.append(i)
+            continue
+        group[0].addresses.add(address)
+        group[0].members.append((i, group[1]))
+
+    outcomes: list[SendOutcome | None] = [None] * len(items)
+    shared_requests = 0
+    for group in groups.values():
+        if group is None or not group.members:
+            continue
+        if len(group.members) == 1:  # one recipient: the ordinary request is the same request
+            single.append(group.members[0][0])
+            continue
+        first: OutgoingEmail = items[group.members[0][0]][1]
+        content = SharedContent(
+            campaign=first.campaign,
+            subject=group.subject,
+            html=group.html,
+            text=group.text,
+            from_email=first.from_email,
+            from_name=first.from_name,
+            reply_to=first.reply_to,
+            categories=first.categories,
+        )
+        recipients = []
+        for i, subs in group.members:
+            out = items[i][1]
+            recipients.append(SharedRecipient(out.delivery_id, out.to, subs, out.custom_args, out.headers))
+        shared_requests += 1
+        index_of = {items[i][1].delivery_id: i for i, _ in group.members}
+        for outcome in send_shared(content, recipients):
+            outcomes[index_of[outcome.delivery_id]] = outcome
+    if single:
+        single.sort()
+        for i, outcome in zip(single, channel.send_batch([items[i][1] for i in single]), strict=True):
+            outcomes[i] = outcome
+    log.info(
+        "dispatch shared mode: %s messages in %s shared groups, %s one per request",
+        len(items) - len(single),
+        shared_requests,
+        len(single),
+    )
+    missing = [items[i][0].id for i, o in enumerate(outcomes) if o is None]
+    if missing:
+        raise RuntimeError(f"shared send returned no outcome for deliveries {missing[:10]}")
+    return outcomes  # type: ignore[return-value]
+
+
+def _match(
+    row: Any,
+    out: Any,
+    member: Mapping[str, Any] | None,
+    spec: DispatchSpec,
+    renderer: Any,
+    context_for: ContextFor | None,
+    read: frozenset[str] | None,
+    groups: dict[tuple, _Group | None],
+) -> tuple[_Group, dict[str, str]] | None:
+    """The message's group and substitutions when the shared rendering, substituted, is its own
+    rendering byte for byte; else ``None``."""
+    if member is None or not isinstance(out, OutgoingEmail):
+        return None
+    recipient = Recipient(
+        row.member_id, row.journey_step, row.channel, row.template or "", row.variant, None, row.is_test
+    )
+    try:
+        ctx, values = tokenised_context(spec, recipient, member, context_for)
+    except Exception:  # noqa: BLE001 - the per-message path renders (or fails) it as before
+        return None
+    if any(TOKEN_MARK in v for v in values):
+        return None  # a value that holds a token-like string could be substituted twice
+    key = _group_key(recipient.template, recipient.journey_step, recipient.variant, ctx, read)
+    if key not in groups:
+        groups[key] = _render_group(renderer, spec, recipient, ctx, len(values))
+    group = groups[key]
+    if group is None:
+        return None
+    subs = substitutions_for(values)
+    size = len(json.dumps(subs).encode()) + len(json.dumps(dict(out.custom_args)).encode())
+    if size > MAX_PERSONALIZATION_BYTES:
+        return None
+    if (
+        apply(group.subject, subs) != out.subject
+        or apply(group.text, subs) != out.text
+        or apply(group.html, subs) != out.html
+    ):
+        return None
+    return group, subs
+
+
+def _render_group(
+    renderer: Any, spec: DispatchSpec, recipient: Recipient, ctx: Mapping[str, Any], n_tokens: int
+) -> _Group | None:
+    try:
+        email = renderer.render_email(recipient.template, ctx, campaign_for(spec, recipient.journey_step))
+    except Exception:  # noqa: BLE001 - a template that cannot take tokens: its messages go one by one
+        return None
+    html = email.html
+    for i in range(n_tokens):
+        html = html.replace(token(i), html_token(i))
+    return _Group(email.subject, html, email.text)
