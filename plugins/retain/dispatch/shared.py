@@ -238,8 +238,8 @@ def _match(
         ctx, values = tokenised_context(spec, recipient, member, context_for)
     except Exception:  # noqa: BLE001 - the per-message path renders (or fails) it as before
         return None
-    if any(TOKEN_MARK in v for v in values):
-        return None  # a value that holds a token-like string could be substituted twice
+    if any(TOKEN_MARK in v for v in (*values, *map(str, out.custom_args.values()), *out.headers.values())):
+        return None  # SendGrid substitutes in custom args too: a token-like value could be replaced
     key = _group_key(recipient.template, recipient.journey_step, recipient.variant, ctx, read)
     if key not in groups:
         groups[key] = _render_group(renderer, spec, recipient, ctx, len(values))

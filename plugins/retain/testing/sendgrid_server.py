@@ -32,6 +32,7 @@ _QUERY_CLAUSE = re.compile(
 MAX_PERSONALIZATIONS = 1000
 MAX_RECIPIENTS = 1000
 MAX_CUSTOM_ARGS_BYTES = 10_000
+MAX_SUBSTITUTIONS_BYTES = 10_000
 HELP = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html#message."
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
@@ -52,12 +53,24 @@ class SentEmail:
     dynamic_template_data: dict[str, Any] = field(default_factory=dict)
     personalization_index: int = 0
     received_at: float = 0.0
+    #: the content this recipient got, the personalization's substitutions applied (``record_content``)
+    text: str | None = None
+    html: str | None = None
+    #: the personalization's headers over the request's (e.g. List-Unsubscribe)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class _Invalid(Exception):
     def __init__(self, message: str, field: str | None, help_anchor: str | None = None) -> None:
         super().__init__(message)
         self.message, self.field, self.help = message, field, (HELP + help_anchor) if help_anchor else None
+
+
+def _substitute(value: str, subs: dict[str, str]) -> str:
+    for key, sub in subs.items():
+        if key in value:
+            value = value.replace(key, sub)
+    return value
 
 
 def _errors(status: int, message: str, field: str | None = None, help: str | None = None, **headers: str):
@@ -78,6 +91,7 @@ class SendGridServer(LocalProviderServer):
         forbidden_keys: Iterable[str] = (),
         max_body_bytes: int = 30 * 1024 * 1024,
         activity_api: bool = True,
+        record_content: bool = True,
         faults: Faults | None = None,
         **fault_knobs: Any,
     ) -> None:
@@ -87,6 +101,8 @@ class SendGridServer(LocalProviderServer):
         self.max_body_bytes = max_body_bytes
         #: False: the account has no Email Activity add-on / the key lacks its scope (GET /v3/messages: 403)
         self.activity_api = activity_api
+        #: False: record no text/html per recipient (benches of 100k messages keep memory flat)
+        self.record_content = record_content
         #: recipients of valid requests sent with mail_settings.sandbox_mode.enable (200, not delivered)
         self.sandboxed = 0
         self._signing_key = ec.generate_private_key(ec.SECP256R1())
@@ -304,9 +320,31 @@ class SendGridServer(LocalProviderServer):
                     "subject",
                     "message.subject",
                 )
+            subs = per.get("substitutions") or {}
+            if not isinstance(subs, dict) or not all(isinstance(v, str) for v in subs.values()):
+                raise _Invalid(
+                    "Substitutions must be an object of string keys and string values.",
+                    f"personalizations.{i}.substitutions",
+                    "message.personalizations.substitutions",
+                )
+            if len(json.dumps(subs).encode()) > MAX_SUBSTITUTIONS_BYTES:
+                raise _Invalid(
+                    f"The substitutions parameter has a limit of {MAX_SUBSTITUTIONS_BYTES} bytes per "
+                    "personalization.",
+                    f"personalizations.{i}.substitutions",
+                    "message.personalizations.substitutions",
+                )
+            # SendGrid replaces each key literally in the subject and the content (and custom args)
             if subject:
-                for k, v in (per.get("substitutions") or {}).items():
-                    subject = subject.replace(str(k), str(v))
+                subject = _substitute(subject, subs)
+            text = html = None
+            if self.record_content and isinstance(content, list):
+                for c in content:
+                    if c.get("type") == "text/plain":
+                        text = _substitute(c["value"], subs)
+                    elif c.get("type") == "text/html":
+                        html = _substitute(c["value"], subs)
+            headers = {**(p.get("headers") or {}), **(per.get("headers") or {})}
             for kind in ("to", "cc", "bcc"):
                 addrs = per.get(kind) or []
                 if not isinstance(addrs, list):
@@ -342,6 +380,9 @@ class SendGridServer(LocalProviderServer):
                             "template_id": template_id,
                             "dynamic_template_data": per.get("dynamic_template_data") or {},
                             "personalization_index": i,
+                            "text": text,
+                            "html": html,
+                            "headers": headers,
                         }
                     )
         if total > MAX_RECIPIENTS:
