@@ -36,6 +36,7 @@ from retain.channels.base import Channel, OutgoingEmail, SendOutcome
 from retain.dispatch.render import CONTEXT_KEYS, campaign_for
 from retain.dispatch.types import ContextFor, DispatchSpec, Recipient
 from retain.rendering import build_context
+from retain.rendering import links as link_utm
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 MAX_PERSONALIZATION_BYTES = 10_000
 TOKEN_MARK = "-rt"
 MEMBER_TOKEN_FIELDS = ("first_name", "last_name", "member_id")
+#: links the renderer never tags with UTM pairs (environment._skip_links); the others are tagged
+UNTAGGED_LINKS = ("unsubscribe", "preferences")
 _MEMBER_REF = re.compile(r"\bmember\b(\s*\.\s*([A-Za-z_]\w*))?")
 
 
@@ -81,9 +84,10 @@ def tokenised_context(
     recipient: Recipient,
     member: Mapping[str, Any],
     context_for: ContextFor | None,
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[dict[str, Any], list[tuple[str, bool]]]:
     """The message's context as render_message builds it, per-member strings replaced by tokens, and
-    the values the tokens stand for (index i <-> ``token(i)``)."""
+    the values the tokens stand for (index i <-> ``token(i)``), each with whether it is a link the
+    renderer tags with UTM pairs (a token is not a URL, so the tagging moves into the value)."""
     extra = dict(context_for(member, recipient)) if context_for is not None else {}
     unknown = set(extra) - set(CONTEXT_KEYS)
     if unknown:
@@ -91,7 +95,7 @@ def tokenised_context(
     if spec.brand and "brand" not in extra:
         extra["brand"] = spec.brand
     ctx = build_context(member, campaign_for(spec, recipient.journey_step), **extra)
-    values: list[str] = []
+    values: list[tuple[str, bool]] = []
     m = dict(ctx["member"])
     for name in MEMBER_TOKEN_FIELDS:
         value = m.get(name)
@@ -99,12 +103,12 @@ def tokenised_context(
             continue
         if isinstance(value, str | int):
             m[name] = token(len(values))
-            values.append(str(value))
+            values.append((str(value), False))
     ctx["member"] = m
     links = dict(ctx["links"])
     for name in sorted(links):
         if isinstance(links[name], str) and links[name]:
-            values.append(links[name])
+            values.append((links[name], name not in UNTAGGED_LINKS))
             links[name] = token(len(values) - 1)
     ctx["links"] = links
     return ctx, values
@@ -122,12 +126,17 @@ def _group_key(template: str, step: str, variant: Any, ctx: Mapping[str, Any], r
     return (template, step, variant, hashlib.sha256(blob.encode()).hexdigest())
 
 
-def substitutions_for(values: Sequence[str]) -> dict[str, str]:
-    """Raw value for the subject/text token, HTML-escaped value for its HTML twin."""
+def substitutions_for(values: Sequence[tuple[str, bool]], utm: link_utm.Utm) -> dict[str, str]:
+    """Raw value for the subject/text token, HTML-escaped value for its HTML twin; a tagged link gets
+    the message's UTM pairs as the renderer adds them (text part and href)."""
     subs: dict[str, str] = {}
-    for i, value in enumerate(values):
-        subs[token(i)] = value
-        subs[html_token(i)] = str(escape(value))
+    for i, (value, tagged) in enumerate(values):
+        if tagged and link_utm._is_http(value):
+            subs[token(i)] = link_utm.tag_text(value, utm, frozenset())
+            subs[html_token(i)] = str(escape(link_utm.add_utm(value, utm)))
+        else:
+            subs[token(i)] = value
+            subs[html_token(i)] = str(escape(value))
     return subs
 
 
@@ -238,7 +247,8 @@ def _match(
         ctx, values = tokenised_context(spec, recipient, member, context_for)
     except Exception:  # noqa: BLE001 - the per-message path renders (or fails) it as before
         return None
-    if any(TOKEN_MARK in v for v in (*values, *map(str, out.custom_args.values()), *out.headers.values())):
+    seen = (*(v for v, _ in values), *map(str, out.custom_args.values()), *out.headers.values())
+    if any(TOKEN_MARK in v for v in seen):
         return None  # SendGrid substitutes in custom args too: a token-like value could be replaced
     key = _group_key(recipient.template, recipient.journey_step, recipient.variant, ctx, read)
     if key not in groups:
@@ -246,7 +256,8 @@ def _match(
     group = groups[key]
     if group is None:
         return None
-    subs = substitutions_for(values)
+    utm = link_utm.utm_params(spec.campaign, "email", recipient.journey_step or recipient.template)
+    subs = substitutions_for(values, utm)
     size = len(json.dumps(subs).encode()) + len(json.dumps(dict(out.custom_args)).encode())
     if size > MAX_PERSONALIZATION_BYTES:
         return None
