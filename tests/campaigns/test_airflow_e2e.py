@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -157,14 +158,26 @@ def test_campaign_send_dry_run_then_real_then_journeys(airflow: dict[str, str]) 
         journey_sent = [r for r in journey_rows if r["status"] == "sent"]
         assert journey_sent and len(outbox_files(env)) == before + len(journey_sent)
         assert not [r for r in journey_sent if in_global_control(r["member_id"], settings)]
-        # A member contacted by e2e_sale today is not contacted by a journey the same day (frequency cap
-        # or arbitration): never two marketing messages in a day.
-        per_member = Counter(
-            r["member_id"] for r in rows(ledger) if r["status"] == "sent" and not r["dry_run"]
-        )
-        assert max(per_member.values()) == 1
-        # The ledger was copied into the warehouse for the performance marts.
+        # A member contacted by e2e_sale is not contacted by a journey the same day (frequency cap or
+        # arbitration): never two marketing messages in one day of the member's own calendar.
         import duckdb
+
+        with duckdb.connect(env["RETAIN_WAREHOUSE"], read_only=True) as con:
+            zones = dict(con.execute("select member_id::varchar, timezone from member_segments").fetchall())
+
+        def local_day(r: dict) -> str:
+            try:
+                return (
+                    r["sent_at"].astimezone(ZoneInfo(zones.get(r["member_id"]) or "UTC")).date().isoformat()
+                )
+            except (KeyError, ValueError):
+                return r["sent_at"].date().isoformat()
+
+        per_day = Counter(
+            (r["member_id"], local_day(r)) for r in rows(ledger) if r["status"] == "sent" and not r["dry_run"]
+        )
+        assert max(per_day.values()) == 1
+        # The ledger was copied into the warehouse for the performance marts.
 
         with duckdb.connect(env["RETAIN_WAREHOUSE"], read_only=True) as con:
             copied = con.execute("select count(*) from raw_ledger.deliveries").fetchone()[0]
