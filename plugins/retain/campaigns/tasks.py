@@ -91,6 +91,11 @@ def prepare(
     """Freeze the audience and enqueue (or count, for a dry run). Returns the summary and the shards."""
     campaign = params["campaign"]
     dry_run = bool(params.get("dry_run", True))
+    # A journey sent from campaign_send keeps the journeys DAG's ledger date (the warehouse's as-of date),
+    # so the two find each other's idempotency keys.
+    journey_as_of = (
+        journey_as_of or load_campaign(campaign, catalog=load_catalog(use_warehouse=False)).kind == "journey"
+    )
     request = RunRequest(
         campaign=campaign,
         run_id=run_id,
