@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,6 @@ TOKEN_MARK = "-rt"
 MEMBER_TOKEN_FIELDS = ("first_name", "last_name", "member_id")
 #: links the renderer never tags with UTM pairs (environment._skip_links); the others are tagged
 UNTAGGED_LINKS = ("unsubscribe", "preferences")
-_MEMBER_REF = re.compile(r"\bmember\b(\s*\.\s*([A-Za-z_]\w*))?")
 
 
 def token(i: int) -> str:
@@ -57,15 +55,23 @@ def html_token(i: int) -> str:
     return f"-rt{i}h-"
 
 
-def _member_fields_read(templates_dir: Path) -> frozenset[str] | None:
-    """Member fields any template names as ``member.<field>``; ``None`` when one uses ``member`` another
-    way (then every member field is part of the group key)."""
+def _member_fields_read(renderer: Any) -> frozenset[str] | None:
+    """Member fields any template reads as ``member.<field>`` (from the Jinja syntax tree); ``None``
+    when one uses ``member`` another way (then every member field is part of the group key)."""
+    from jinja2 import nodes
+
     fields: set[str] = set()
-    for path in templates_dir.rglob("*.j2"):
-        for m in _MEMBER_REF.finditer(path.read_text(encoding="utf-8")):
-            if m.group(2) is None:
-                return None
-            fields.add(m.group(2))
+    for path in Path(renderer.templates_dir).rglob("*.j2"):
+        ast = renderer.env.parse(path.read_text(encoding="utf-8"))
+        names = sum(1 for n in ast.find_all(nodes.Name) if n.name == "member")
+        attrs = [
+            n.attr
+            for n in ast.find_all(nodes.Getattr)
+            if isinstance(n.node, nodes.Name) and n.node.name == "member"
+        ]
+        if names != len(attrs):
+            return None
+        fields.update(attrs)
     return frozenset(fields)
 
 
@@ -75,7 +81,7 @@ _FIELDS_READ: dict[Path, frozenset[str] | None] = {}
 def _fields_read(renderer: Any) -> frozenset[str] | None:
     root = Path(renderer.templates_dir)
     if root not in _FIELDS_READ:
-        _FIELDS_READ[root] = _member_fields_read(root)
+        _FIELDS_READ[root] = _member_fields_read(renderer)
     return _FIELDS_READ[root]
 
 
