@@ -25,7 +25,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 #: SendGrid's documented limit per personalization (custom_args; substitutions): both together held to it
 MAX_PERSONALIZATION_BYTES = 10_000
 TOKEN_MARK = "-rt"
+SHARED_REQUESTS_IN_FLIGHT = 8
+_OVERLAP = re.compile(r"-rt\d+h?-rt\d+h?-")
 MEMBER_TOKEN_FIELDS = ("first_name", "last_name", "member_id")
 #: links the renderer never tags with UTM pairs (environment._skip_links); the others are tagged
 UNTAGGED_LINKS = ("unsubscribe", "preferences")
@@ -154,6 +159,19 @@ def apply(text: str, subs: Mapping[str, str]) -> str:
     return text
 
 
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Threads that wait on the groups' shared requests (a batch has a few: one per locale and so on)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(SHARED_REQUESTS_IN_FLIGHT, thread_name_prefix="sendgrid-shared")
+        return _POOL
+
+
 class _Group:
     def __init__(self, subject: str, html: str, text: str) -> None:
         self.subject, self.html, self.text = subject, html, text
@@ -190,7 +208,7 @@ def send_with_shared(
         group[0].members.append((i, group[1]))
 
     outcomes: list[SendOutcome | None] = [None] * len(items)
-    shared_requests = 0
+    jobs: list[tuple[Any, list[Any], dict[int, int]]] = []
     for group in groups.values():
         if group is None or not group.members:
             continue
@@ -212,20 +230,33 @@ def send_with_shared(
         for i, subs in group.members:
             out = items[i][1]
             recipients.append(SharedRecipient(out.delivery_id, out.to, subs, out.custom_args, out.headers))
-        shared_requests += 1
-        index_of = {items[i][1].delivery_id: i for i, _ in group.members}
-        for outcome in send_shared(content, recipients):
-            outcomes[index_of[outcome.delivery_id]] = outcome
-    if single:
-        single.sort()
-        for i, outcome in zip(single, channel.send_batch([items[i][1] for i in single]), strict=True):
-            outcomes[i] = outcome
+        jobs.append((content, recipients, {items[i][1].delivery_id: i for i, _ in group.members}))
     log.info(
         "dispatch shared mode: %s messages in %s shared groups, %s one per request",
         len(items) - len(single),
-        shared_requests,
+        len(jobs),
         len(single),
     )
+    # The groups' requests go out together (each waits on the network); every one is waited for
+    # before an error is raised, so no accepted request goes unrecorded because another one broke.
+    futures = [_pool().submit(send_shared, content, recipients) for content, recipients, _ in jobs]
+    error: BaseException | None = None
+    if single:
+        single.sort()
+        try:
+            sent = channel.send_batch([items[i][1] for i in single])
+            for i, outcome in zip(single, sent, strict=True):
+                outcomes[i] = outcome
+        except Exception as exc:  # noqa: BLE001 - raised below, after the shared requests finished
+            error = exc
+    for (_, _, index_of), future in zip(jobs, futures, strict=True):
+        try:
+            for outcome in future.result():
+                outcomes[index_of[outcome.delivery_id]] = outcome
+        except Exception as exc:  # noqa: BLE001 - raised below
+            error = error or exc
+    if error is not None:
+        raise error
     missing = [items[i][0].id for i, o in enumerate(outcomes) if o is None]
     if missing:
         raise RuntimeError(f"shared send returned no outcome for deliveries {missing[:10]}")
@@ -286,4 +317,6 @@ def _render_group(
     html = email.html
     for i in range(n_tokens):
         html = html.replace(token(i), html_token(i))
+    if any(_OVERLAP.search(part) for part in (email.subject, html, email.text)):
+        return None  # "-rt0-rt1-": the result would depend on the order SendGrid substitutes in
     return _Group(email.subject, html, email.text)
