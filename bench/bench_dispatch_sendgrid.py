@@ -146,7 +146,8 @@ def main() -> None:
     ap.add_argument("--stock", type=int, default=1_500)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("retain").setLevel(logging.WARNING)  # per-batch INFO lines would flood the output
+    for name in ("retain", "alembic"):  # per-batch INFO lines would flood the output
+        logging.getLogger(name).setLevel(logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="bench_dispatch_sendgrid_"))
     os.environ.setdefault("RETAIN_OUTBOX_DIR", str(work / "outbox"))
     try:

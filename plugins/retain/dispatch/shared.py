@@ -67,7 +67,10 @@ def _member_fields_read(renderer: Any) -> frozenset[str] | None:
 
     fields: set[str] = set()
     for path in Path(renderer.templates_dir).rglob("*.j2"):
-        ast = renderer.env.parse(path.read_text(encoding="utf-8"))
+        try:
+            ast = renderer.env.parse(path.read_text(encoding="utf-8"))
+        except Exception:  # noqa: BLE001 - rendering reports it; here it only widens the group key
+            return None
         names = sum(1 for n in ast.find_all(nodes.Name) if n.name == "member")
         attrs = [
             n.attr
@@ -295,8 +298,12 @@ def _match(
         return None
     utm = link_utm.utm_params(spec.campaign, "email", recipient.journey_step or recipient.template)
     subs = substitutions_for(values, utm)
-    size = len(json.dumps(subs).encode()) + len(json.dumps(dict(out.custom_args)).encode())
-    if size > MAX_PERSONALIZATION_BYTES:
+    # JSON writes a character in at most 6 bytes (\uXXXX): only a member near the limit is measured exactly
+    bound = 6 * sum(len(k) + len(v) + 4 for d in (subs, out.custom_args) for k, v in d.items())
+    if bound > MAX_PERSONALIZATION_BYTES and (
+        len(json.dumps(subs).encode()) + len(json.dumps(dict(out.custom_args)).encode())
+        > MAX_PERSONALIZATION_BYTES
+    ):
         return None
     if (
         apply(group.subject, subs) != out.subject
