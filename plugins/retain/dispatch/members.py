@@ -65,9 +65,13 @@ class DictMembers(MemberSource):
 
 class WarehouseMembers(MemberSource):
     """``member_segments`` in the DuckDB warehouse, opened read-only (several task processes may read
-    while none writes), one query per batch of ids. The connection is opened on first use."""
+    while none writes), one query per batch of ids. The connection is opened on first use and reopened
+    every ``reopen_every`` queries: DuckDB keeps every block it has read in its buffer cache, so over a
+    1M-member run the whole table would stay in memory (+30 MB; the dispatcher's memory must stay flat)."""
 
-    def __init__(self, path: Path | str | None = None, *, table: str = MEMBER_TABLE) -> None:
+    def __init__(
+        self, path: Path | str | None = None, *, table: str = MEMBER_TABLE, reopen_every: int = 50
+    ) -> None:
         if path is None:
             from retain.config import warehouse_path
 
@@ -78,6 +82,8 @@ class WarehouseMembers(MemberSource):
         self.table = table
         self._con: Any = None
         self._int_ids = False
+        self.reopen_every = reopen_every
+        self._queries = 0
 
     def _connect(self) -> Any:
         if self._con is None:
@@ -99,6 +105,9 @@ class WarehouseMembers(MemberSource):
     def get(self, member_ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
         if not member_ids:
             return {}
+        self._queries += 1
+        if self._queries % self.reopen_every == 0:
+            self.close()
         con = self._connect()
         if self._int_ids:
             ids: list[Any] = [int(m) for m in member_ids if m.isdigit()]
