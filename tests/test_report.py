@@ -104,3 +104,33 @@ def test_ledger_sync_command_copies_the_ledger(tmp_path: Path) -> None:
     assert "deliveries" in out and "new         3" in out
     code, out = _run("ledger", "sync", "--ledger-url", url, "--warehouse", str(wh))
     assert code == 0 and "new         0  changed         0  total          3" in out
+
+
+def test_demo_events_on_a_run_that_sent_nothing_is_not_an_error(tmp_path: Path) -> None:
+    """`make demo` asks for events for every journey; one whose messages were all skipped or deferred has
+    nothing to simulate, while a campaign name the ledger never saw is still a mistake."""
+    from retain.ledger import DeliveryRequest, Ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    ledger = Ledger.open(url)
+    run = ledger.start_run("journey:birthday", "cli__1", date(2026, 6, 20))
+    ledger.enqueue(run, [DeliveryRequest("birthday", "7", "email", skip_reason="no_consent")])
+    ledger.close()
+    code, out = _run("demo", "events", "journey:birthday", "--ledger-url", url, "--no-conversions")
+    assert code == 0, out
+    assert "journey:birthday: nothing sent yet" in out
+    code, out = _run("demo", "events", "journey:brithday", "--ledger-url", url, "--no-conversions")
+    assert code == 1
+    assert "'journey:brithday' has no sent deliveries" in out
+
+
+def test_campaigns_list_orders_by_priority() -> None:
+    code, out = _run("campaigns", "list", "--kind", "journey", "--names")
+    assert code == 0, out
+    names = out.split()
+    assert names[0] == "birthday" and "spring_sale" not in names and "welcome" in names
+    code, out = _run("campaigns", "list")
+    priorities = [int(line.split()[0]) for line in out.splitlines()]
+    assert priorities == sorted(priorities, reverse=True) and "spring_sale" in out
+    code, out = _run("campaigns", "list", "--kind", "bogus")
+    assert code != 0

@@ -76,6 +76,16 @@ def report(
     typer.echo(render_report(perf))
 
 
+def _has_runs(ledger, campaign: str) -> bool:  # noqa: ANN001 - retain.ledger.Ledger, imported lazily
+    from sqlalchemy import select
+
+    from retain.ledger.models import CampaignRun
+
+    with ledger.engine.connect() as conn:
+        found = conn.execute(select(CampaignRun.id).where(CampaignRun.campaign == campaign).limit(1)).first()
+    return found is not None
+
+
 @demo_app.command("events")
 def demo_events(
     campaign: Annotated[str, typer.Argument(help="Campaign whose sent messages get provider events.")],
@@ -106,6 +116,9 @@ def demo_events(
         try:
             events = simulate_events(ledger, campaign, run_id=run, seed=seed)
         except ValueError as exc:
+            if _has_runs(ledger, campaign):  # it ran but sent nothing (all skipped or deferred): not an error
+                typer.echo(f"{campaign}: nothing sent yet, no events to simulate")
+                return
             typer.echo(str(exc), err=True)
             raise typer.Exit(code=1) from exc
         counts = ", ".join(f"{k} {v:,}" for k, v in sorted(events.events.items()))

@@ -45,6 +45,31 @@ def validate(
     typer.echo(f"\nAll {len(result.campaigns)} campaign file(s) valid.")
 
 
+@campaigns_app.command("list")
+def list_campaigns(
+    kind: Annotated[str | None, typer.Option(help="Only this kind: journey or manual.")] = None,
+    names: Annotated[bool, typer.Option("--names", help="Names only, one per line (for scripts).")] = False,
+) -> None:
+    """Campaigns and journeys, highest priority first: the order the journeys DAG prepares them in."""
+    from retain.campaigns.models import load_all, load_catalog
+
+    if kind not in (None, "journey", "manual"):
+        raise typer.BadParameter(f"--kind must be journey or manual, not {kind!r}")
+    result = load_all(None, catalog=load_catalog(use_warehouse=False))
+    if result.errors:
+        for exc in result.errors:
+            typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1)
+    chosen = [c for c in result.campaigns.values() if kind is None or c.kind == kind]
+    for campaign in sorted(chosen, key=lambda c: (-c.priority, c.name)):
+        if names:
+            typer.echo(campaign.name)
+        else:
+            about = " ".join(campaign.description.split())
+            about = about if len(about) <= 72 else about[:71] + "…"
+            typer.echo(f"{campaign.priority:>4}  {campaign.name:<16} {campaign.kind:<8} {about}")
+
+
 def send_command(
     campaign: Annotated[str, typer.Argument(help="Campaign file name (campaigns/<name>.yml) or a path.")],
     dry_run: Annotated[
