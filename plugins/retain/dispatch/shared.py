@@ -278,7 +278,9 @@ def _match(
 ) -> tuple[_Group, dict[str, str]] | None:
     """The message's group and substitutions when the shared rendering, substituted, is its own
     rendering byte for byte; else ``None``."""
-    if member is None or not isinstance(out, OutgoingEmail):
+    if member is None or not isinstance(out, OutgoingEmail) or (row.attempts or 0) > 1:
+        # a message the provider did not take before is retried alone, as on the per-message path: one
+        # unlucky request must not carry a whole group through all its attempts together
         return None
     recipient = Recipient(
         row.member_id, row.journey_step, row.channel, row.template or "", row.variant, None, row.is_test
