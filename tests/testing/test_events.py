@@ -41,7 +41,8 @@ def _campaign(ledger: Ledger, members: list[int], *, channel: str = "email", hol
     ledger.enqueue(run, reqs)
     while rows := ledger.claim(run, "w", 200):
         for row in rows:
-            ledger.mark_sent(row.id, "outbox", f"m{row.id}", worker_id="w", sent_at=SENT_AT)
+            # the outbox's own message id: the file it wrote (dots and slashes, unlike SendGrid's ids)
+            ledger.mark_sent(row.id, "outbox", f"{channel}/spring/{row.id}.eml", worker_id="w", sent_at=SENT_AT)
 
 
 def _events(ledger: Ledger) -> dict[str, int]:
@@ -58,6 +59,9 @@ def test_events_are_seeded_stored_once_and_suppress_bounces_and_unsubscribes(led
     stored = _events(ledger)
     assert stored == first.events and first.new_events == sum(stored.values())
     assert stored["bounce"] + stored["delivered"] == 1500
+    with ledger.engine.connect() as conn:  # every event found its delivery, so the marts can count it
+        unlinked = conn.execute(select(func.count()).where(DeliveryEvent.delivery_id.is_(None))).scalar()
+    assert unlinked == 0
     assert 40 <= stored["bounce"] <= 110 and 450 <= stored["open"] <= 700 and stored["click"] < stored["open"]
     with ledger.engine.connect() as conn:
         suppressed = conn.execute(select(func.count()).select_from(Suppression)).scalar()

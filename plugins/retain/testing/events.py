@@ -100,8 +100,11 @@ def _apply(ledger: Ledger, row: Any, event_type: str, at: datetime) -> tuple[boo
             "event": event_type,
             "timestamp": int(at.timestamp()),
             "delivery_id": row.id,
-            "sg_message_id": f"{message_id}.filter0001",
         }
+        if row.provider == "sendgrid" and row.provider_message_id:
+            # SendGrid's sg_message_id is "<X-Message-Id>.<filter>"; an outbox message has no such id (its
+            # file name would not survive the split), so the delivery is found by the delivery_id arg alone.
+            event["sg_message_id"] = f"{message_id}.filter0001"
         if event_type == "bounce":
             event["type"] = "bounce"
         applied = sendgrid.apply(ledger, event)
