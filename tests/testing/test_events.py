@@ -42,7 +42,8 @@ def _campaign(ledger: Ledger, members: list[int], *, channel: str = "email", hol
     while rows := ledger.claim(run, "w", 200):
         for row in rows:
             # the outbox's own message id: the file it wrote (dots and slashes, unlike SendGrid's ids)
-            ledger.mark_sent(row.id, "outbox", f"{channel}/spring/{row.id}.eml", worker_id="w", sent_at=SENT_AT)
+            message_id = f"{channel}/spring/{row.id}.eml"
+            ledger.mark_sent(row.id, "outbox", message_id, worker_id="w", sent_at=SENT_AT)
 
 
 def _events(ledger: Ledger) -> dict[str, int]:
