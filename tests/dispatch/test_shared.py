@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections import Counter
 from datetime import date
 from pathlib import Path
@@ -60,7 +61,7 @@ def expected(spec, rows, renderer):
     return out
 
 
-def run(ledger, spec, rows, server, **channel_kw):
+def run(ledger, spec, rows, server, deliver_kw=None, **channel_kw):
     members = MemberSource.from_rows(rows)
     recipients = [Recipient(mid, "win_back", "email", "win_back") for mid in rows]
     report = prepare(ledger, spec, "shared", LOGICAL, recipients, members=members, now=NOON)
@@ -75,6 +76,7 @@ def run(ledger, spec, rows, server, **channel_kw):
             context_for=links_for,
             worker_id="w",
             now=NOON,
+            **(deliver_kw or {}),
         )
     finally:
         channel.close()
@@ -186,3 +188,31 @@ def _ledger_rows(ledger):
 
     with ledger.engine.connect() as con:
         return [dict(r._mapping) for r in con.execute(text("select member_id, content_hash from deliveries"))]
+
+
+def test_a_message_the_provider_did_not_take_is_retried_alone(ledger):
+    spec = DispatchSpec(campaign="win_back", steps={"win_back": StepTemplates(email="win_back")})
+    rows = {str(i): member(i) for i in range(1, 7)}
+    with SendGridServer({KEY}, error_rate=1.0) as server:
+        report, first = run(
+            ledger, spec, rows, server, {"retry_base_s": 0.01, "max_wait_s": 0}, max_attempts=1
+        )
+        assert first.counts["retried"] == 6 and server.requests == 1 and not server.received
+        server.set_faults(error_rate=0.0)
+        server.clear()
+        channel = SendGridChannel(KEY, server.url)
+        time.sleep(0.05)  # the retry's backoff (10-12.5 ms) is due
+        second = deliver(
+            ledger,
+            spec,
+            report.run,
+            channels={"email": channel},
+            members=MemberSource.from_rows(rows),
+            context_for=links_for,
+            worker_id="w",
+            now=NOON,
+        )
+        channel.close()
+    assert second.counts["sent"] == 6
+    assert server.requests == 6  # one request per message on the second attempt
+    assert sorted(server.count_by("delivery_id").values()) == [1] * 6
