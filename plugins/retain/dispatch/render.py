@@ -34,11 +34,12 @@ class RenderedMessage:
         return {"text": self.text}
 
 
-def campaign_for(spec: DispatchSpec, journey_step: str) -> Campaign:
+def campaign_for(spec: DispatchSpec, journey_step: str, variant: str | None = None) -> Campaign:
     return Campaign(
         name=spec.campaign,
         journey=spec.journey,
         step=journey_step,
+        variant=variant or "",
         default_locale=spec.default_locale,
         max_sms_segments=spec.max_sms_segments,
         marketing=spec.is_marketing,
@@ -58,7 +59,7 @@ def render_message(
         raise ValueError(f"context_for returned keys outside {CONTEXT_KEYS}: {sorted(unknown)}")
     if spec.brand and "brand" not in extra:
         extra["brand"] = spec.brand
-    campaign = campaign_for(spec, recipient.journey_step)
+    campaign = campaign_for(spec, recipient.journey_step, recipient.variant)
     ctx = build_context(member, campaign, **extra)
     if recipient.channel == "email":
         email = renderer.render_email(recipient.template, ctx, campaign)

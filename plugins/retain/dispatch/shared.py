@@ -108,7 +108,7 @@ def tokenised_context(
         raise ValueError(f"context_for returned keys outside {CONTEXT_KEYS}: {sorted(unknown)}")
     if spec.brand and "brand" not in extra:
         extra["brand"] = spec.brand
-    ctx = build_context(member, campaign_for(spec, recipient.journey_step), **extra)
+    ctx = build_context(member, campaign_for(spec, recipient.journey_step, recipient.variant), **extra)
     values: list[tuple[str, bool]] = []
     m = dict(ctx["member"])
     for name in MEMBER_TOKEN_FIELDS:
@@ -320,7 +320,9 @@ def _render_group(
     renderer: Any, spec: DispatchSpec, recipient: Recipient, ctx: Mapping[str, Any], n_tokens: int
 ) -> _Group | None:
     try:
-        email = renderer.render_email(recipient.template, ctx, campaign_for(spec, recipient.journey_step))
+        email = renderer.render_email(
+            recipient.template, ctx, campaign_for(spec, recipient.journey_step, recipient.variant)
+        )
     except Exception:  # noqa: BLE001 - a template that cannot take tokens: its messages go one by one
         return None
     html = email.html

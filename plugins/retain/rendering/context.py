@@ -35,7 +35,7 @@ MEMBER_FIELDS = frozenset(
         "frequency",
     }
 )
-CAMPAIGN_FIELDS = frozenset({"name", "journey", "step"})
+CAMPAIGN_FIELDS = frozenset({"name", "journey", "step", "variant"})
 OFFER_FIELDS = frozenset({"code", "amount", "threshold", "currency", "expires_at"})
 PRODUCT_FIELDS = frozenset({"name", "url", "image_url", "price", "currency"})
 LINK_FIELDS = frozenset({"unsubscribe", "preferences", "view_in_browser", "shop"})
@@ -57,17 +57,19 @@ LOCALE_KEY = "_locale"
 
 @dataclass(frozen=True)
 class Campaign:
-    """The campaign or journey step sending; ``name`` and ``step`` become utm_campaign / utm_content."""
+    """The campaign or journey step sending; ``name`` and ``step`` become utm_campaign / utm_content.
+    ``variant`` is the recipient's A/B variant name ("" when the campaign has no variants)."""
 
     name: str
     journey: str = ""
     step: str = ""
+    variant: str = ""
     default_locale: str = "en-US"
     max_sms_segments: int = 2
     marketing: bool = True
 
     def as_context(self) -> dict[str, str]:
-        return {"name": self.name, "journey": self.journey, "step": self.step}
+        return {"name": self.name, "journey": self.journey, "step": self.step, "variant": self.variant}
 
 
 DEFAULT_BRAND = {
