@@ -110,6 +110,7 @@ def preview(
     member: Annotated[int, typer.Option(help="member_id from member_segments (or a sample member).")],
     locale: Annotated[str | None, typer.Option(help="Render as this locale instead of the member's.")] = None,
     channel: Annotated[str | None, typer.Option(help="email or sms. Default: both that exist.")] = None,
+    variant: Annotated[str | None, typer.Option(help="A/B variant name (campaign.variant), e.g. b.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the email HTML here.")] = None,
     templates_dir: Annotated[Path | None, typer.Option(help="Templates folder.")] = None,
 ) -> None:
@@ -120,7 +121,7 @@ def preview(
         raise typer.BadParameter("--channel must be email or sms")
     try:
         result = rendering_preview.preview(
-            template, member, locale=locale, channel=channel, templates_dir=templates_dir
+            template, member, locale=locale, channel=channel, variant=variant, templates_dir=templates_dir
         )
     except Exception as exc:  # noqa: BLE001 - a preview reports any failure as a message, exit 1
         typer.echo(f"{type(exc).__name__}: {exc}", err=True)

@@ -50,15 +50,17 @@ def preview(
     *,
     locale: str | None = None,
     channel: str | None = None,
+    variant: str | None = None,
     templates_dir: Path | None = None,
     warehouse: Path | None = None,
 ) -> Preview:
-    """Render ``template`` (an email folder name and/or an SMS name) with a sample offer and products."""
+    """Render ``template`` (an email folder name and/or an SMS name) with a sample offer and products,
+    as A/B ``variant`` (``campaign.variant``) when given."""
     member, member_from = find_member(member_id, warehouse)
     if locale:
         member = {**member, "locale": locale}
     renderer = Renderer(templates_dir)
-    campaign = Campaign(name=f"preview_{template}", journey=template, step=template)
+    campaign = Campaign(name=f"preview_{template}", journey=template, step=template, variant=variant or "")
     currency = member.get("currency") or "USD"
     ctx = build_context(
         member,

@@ -259,6 +259,41 @@ def _problem_from(exc: BaseException, fallback: str, templates_dir: Path, sample
     return Problem(template or fallback, line, variable, f"{kind}: {exc}", sample)
 
 
+def _is_campaign_variant(node: nodes.Node) -> bool:
+    if isinstance(node, nodes.Getattr):
+        return node.attr == "variant" and isinstance(node.node, nodes.Name) and node.node.name == "campaign"
+    if isinstance(node, nodes.Getitem):
+        return (
+            isinstance(node.arg, nodes.Const)
+            and node.arg.value == "variant"
+            and isinstance(node.node, nodes.Name)
+            and node.node.name == "campaign"
+        )
+    return False
+
+
+def _string_consts(node: nodes.Node) -> set[str]:
+    if isinstance(node, nodes.Const) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, nodes.Tuple | nodes.List):
+        return {c.value for c in node.items if isinstance(c, nodes.Const) and isinstance(c.value, str)}
+    return set()
+
+
+def variant_literals(ast: nodes.Template) -> set[str]:
+    """Variant names a template branches on: ``campaign.variant == "b"``, ``!=``, ``in ("a", "b")``."""
+    found: set[str] = set()
+    for cmp in ast.find_all(nodes.Compare):
+        operands = [cmp.expr, *(op.expr for op in cmp.ops)]
+        if any(_is_campaign_variant(o) for o in operands):
+            for operand in operands:
+                found |= _string_consts(operand)
+    return found
+
+
+_TEMPLATE_OF = re.compile(r"^(?:locales/[^/]+/)?(?:email/(?P<email>[^/]+)/|sms/(?P<sms>[^/]+)\.j2$)")
+
+
 def _with_locale(member: Mapping[str, Any], locale: str) -> dict[str, Any]:
     return {**member, "locale": locale}
 
@@ -269,8 +304,11 @@ def check_templates(
     members: Iterable[Mapping[str, Any]] | None = None,
     warehouse: Path | str | None = None,
     max_sms_segments: int = 2,
+    variants: Mapping[tuple[str, str], Iterable[str]] | None = None,
 ) -> ValidationReport:
-    """Validate without raising; see ``validate_templates``."""
+    """Validate without raising; see ``validate_templates``. Each template also renders once per A/B
+    variant it branches on (``campaign.variant == "b"`` in its files, layouts or partials) and per
+    variant in ``variants`` ({(channel, template): names}, e.g. from the campaign files using it)."""
     templates_dir = Path(templates_dir) if templates_dir is not None else config.templates_dir()
     renderer = Renderer(templates_dir)
     locales = shipped_locales(templates_dir)
@@ -290,14 +328,24 @@ def check_templates(
     names = sorted(renderer.env.list_templates(filter_func=lambda n: n.endswith(".j2")))
     bound: set[str] = set()
     aliases: dict[str, str] = {}
+    shared_variants: set[str] = set()
+    variants_of: dict[tuple[str, str], set[str]] = {key: set(v) for key, v in (variants or {}).items()}
     for name in names:
         try:
             source, filename, _ = renderer.env.loader.get_source(renderer.env, name)
-            tree_bound, tree_aliases = _bindings(renderer.env.parse(source, name, filename))
+            ast = renderer.env.parse(source, name, filename)
         except TemplateError:
             continue  # reported by static_problems below
+        tree_bound, tree_aliases = _bindings(ast)
         bound |= tree_bound
         aliases.update(tree_aliases)
+        literals = variant_literals(ast)
+        match = _TEMPLATE_OF.match(name)
+        if literals and match:
+            key = ("email", match["email"]) if match["email"] else ("sms", match["sms"])
+            variants_of.setdefault(key, set()).update(literals)
+        else:
+            shared_variants |= literals  # a layout or partial: every template may take that branch
     for name in names:
         static.extend(static_problems(renderer, name, partial_names=bound, partial_aliases=aliases))
 
@@ -313,12 +361,19 @@ def check_templates(
         for name in names:
             result = TemplateResult(channel, name, locales)
             results.append(result)
-            campaign = Campaign(
-                name=f"validate_{name}", journey=name, step=name, max_sms_segments=max_sms_segments
-            )
-            for _, group in members_by_locale:
+            declared = sorted(variants_of.get((channel, name), set()) | shared_variants)
+            for variant, (_, group) in [(v, g) for v in ["", *declared] for g in members_by_locale]:
+                campaign = Campaign(
+                    name=f"validate_{name}",
+                    journey=name,
+                    step=name,
+                    variant=variant,
+                    max_sms_segments=max_sms_segments,
+                )
                 for label, ctx in sample_contexts(group, campaign):
                     sample = f"{label}, locale {ctx['_locale']}"
+                    if variant:
+                        sample += f", variant {variant}"
                     try:
                         if channel == "email":
                             renderer.render_email(name, ctx, campaign)
@@ -340,11 +395,16 @@ def validate_templates(
     members: Iterable[Mapping[str, Any]] | None = None,
     warehouse: Path | str | None = None,
     max_sms_segments: int = 2,
+    variants: Mapping[tuple[str, str], Iterable[str]] | None = None,
 ) -> ValidationReport:
     """Call before the first message of a run. Raises TemplateValidationError (file, line, variable of each
     problem) when any template fails the contract or fails to render for any shipped locale."""
     report = check_templates(
-        templates_dir, members=members, warehouse=warehouse, max_sms_segments=max_sms_segments
+        templates_dir,
+        members=members,
+        warehouse=warehouse,
+        max_sms_segments=max_sms_segments,
+        variants=variants,
     )
     if not report.ok:
         raise TemplateValidationError(report)
