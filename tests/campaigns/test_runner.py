@@ -53,8 +53,15 @@ def test_dry_run_counts_every_arm_and_sends_nothing(ledger) -> None:
     assert all(r["dry_run"] for r in rows(ledger, "spring_sale"))
     table = outcome.table()
     assert "holdout" in table and "global_control" in table and "samples:" in table
-    # The samples are rendered from both variants' templates (the A/B test is of two messages).
-    assert {smp["template"] for smp in outcome.report.samples} == {"win_back", "dormant_care"}
+    # The samples are rendered for both variants of the spring_sale message (the A/B test is of two
+    # subjects: campaign.variant reaches the template), each with its own subject.
+    samples = outcome.report.samples
+    assert {smp["template"] for smp in samples} == {"spring_sale"}
+    subjects = {smp["variant"]: smp["subject"] for smp in samples if "subject" in smp}
+    assert set(subjects) >= {"a", "b"}
+    urgent = ("Ends ", "Last days", "Nur bis", "Letzte Tage", "截止", "最后几天")
+    assert any(u in subjects["b"] for u in urgent), subjects
+    assert not any(u in subjects["a"] for u in urgent), subjects
     # A dry run leaves nothing to deliver.
     with pytest.raises(ValueError, match="dry run"):
         deliver(ledger, "spring_sale", "dry-1", channels())
