@@ -56,3 +56,16 @@ def test_the_recipients_variant_reaches_the_renderer():
     assert b == "Ends July 31: your $10.00 spring coupon is waiting"
     # No variant (a campaign without an A/B test) takes the template's default branch.
     assert _render(None, "spring_sale", row) == a
+
+
+def test_the_shared_sendgrid_path_keeps_the_recipients_variant():
+    # Shared mode renders one message per group of identical ones from a tokenised context: the variant
+    # must be in that context too, or every member of variant b would get variant a's subject.
+    from retain.dispatch.shared import tokenised_context
+
+    row = next(m for m in SAMPLE_MEMBERS if m["locale"] == "en-US")
+    spec = DispatchSpec(campaign="spring_sale")
+    for variant in ("a", "b"):
+        recipient = Recipient(str(row["member_id"]), "message", "email", "spring_sale", variant=variant)
+        ctx, _ = tokenised_context(spec, recipient, row, _context_for)
+        assert ctx["campaign"]["variant"] == variant
