@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from collections import Counter
 from datetime import date
 from pathlib import Path
@@ -195,13 +194,14 @@ def test_a_message_the_provider_did_not_take_is_retried_alone(ledger):
     rows = {str(i): member(i) for i in range(1, 7)}
     with SendGridServer({KEY}, error_rate=1.0) as server:
         report, first = run(
-            ledger, spec, rows, server, {"retry_base_s": 0.01, "max_wait_s": 0}, max_attempts=1
+            ledger, spec, rows, server, {"retry_base_s": 1.0, "max_wait_s": 0}, max_attempts=1
         )
         assert first.counts["retried"] == 6 and server.requests == 1 and not server.received
         server.set_faults(error_rate=0.0)
         server.clear()
         channel = SendGridChannel(KEY, server.url)
-        time.sleep(0.05)  # the retry's backoff (10-12.5 ms) is due
+        # the retry's backoff (1-1.25 s, long enough that a loaded machine cannot make it due within the first
+        # call) is waited for by this call: max_wait_s defaults to a minute
         second = deliver(
             ledger,
             spec,
