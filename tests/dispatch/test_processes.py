@@ -80,7 +80,10 @@ def assert_no_clear_addresses(text: str, rows: list[dict]) -> None:
 @pytest.mark.parametrize("kill_after", [40, 90])
 def test_worker_killed_mid_batch_then_rerun_sends_each_message_exactly_once(ledger_url, tmp_path, kill_after):
     path, rows = members_file(tmp_path, 150)
-    with SendGridServer(latency_s=0.02) as server:
+    # Every request is recorded as accepted, then answered 0.3 s later (well inside the client's 2 s timeout):
+    # the kill, sent within milliseconds of the count crossing kill_after, lands while accepted messages'
+    # answers are still on the way, whether the worker sends one request per message or shared requests.
+    with SendGridServer(latency_s=0.02, timeout_rate=1.0, timeout_s=0.3) as server:
         worker = spawn(ledger_url, server.url, str(path), "scheduled__1", "doomed", "--prepare")
         deadline = time.monotonic() + 60
         while len(server.received) < kill_after and time.monotonic() < deadline:
