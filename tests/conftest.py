@@ -11,6 +11,12 @@ import pytest
 
 from retain import datagen
 
+# Sets AIRFLOW_HOME & co. before any test module is collected: Airflow reads its configuration once per
+# process, at its first import, so a module that imports Airflow at collection time (before
+# tests/dags/conftest.py is reached) would otherwise pin the session to the Makefile's .airflow, which a fresh
+# clone has not migrated.
+from tests.dags import conftest as _airflow_settings  # noqa: F401, E402, I001
+
 AS_OF = date(2026, 6, 30)
 SMALL_MEMBERS = 2000
 SMALL_SEED = 11
