@@ -44,14 +44,18 @@ def r(i: int) -> Recipient:
 
 
 class Server(TwilioServer):
-    """TwilioServer plus numbers Twilio refuses with 21211 although they are well-formed E.164 (Twilio does
-    this for numbers it cannot route; the stock server only checks the format, which prepare() checks too)."""
+    """TwilioServer recording the query strings of list requests, plus numbers Twilio refuses with 21211
+    although they are well-formed E.164 (Twilio does this for numbers it cannot route; the stock server only
+    checks the format, which prepare() checks too)."""
 
     def __init__(self, *, invalid=(), **kw) -> None:
         super().__init__(**kw)
         self.invalid = set(invalid)
+        self.list_queries: list[str] = []  # query strings of Messages list (lookup) requests
 
     def handle(self, method, path, headers, body):
+        if method == "GET":
+            self.list_queries.append(path.partition("?")[2])
         if method == "POST":
             to = parse_qs(body.decode()).get("To", [""])[0]
             if to in self.invalid:
@@ -112,13 +116,26 @@ def phone(i: int) -> str:
     return member(i)["phone_e164"]
 
 
+def capture_everything(caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    for name in ("twilio", "twilio.http_client", "urllib3", "retain"):
+        caplog.set_level(logging.DEBUG, logger=name)
+
+
+def assert_no_phone_logged(caplog, ids) -> None:
+    assert caplog.records, "nothing was logged: the check below would prove nothing"
+    for rec in caplog.records:
+        text = rec.getMessage()
+        for i in ids:
+            for form in (phone(i), phone(i)[1:], quote(phone(i), safe="")):
+                assert form not in text, f"{rec.name} logged a phone number: {text!r}"
+
+
 def test_every_consenting_member_gets_exactly_one_sms_and_no_consent_never_reaches_twilio(
     ledger, twilio_env, caplog
 ):
     tw = twilio_env
-    caplog.set_level(logging.DEBUG)
-    for name in ("twilio", "twilio.http_client", "urllib3", "retain"):
-        caplog.set_level(logging.DEBUG, logger=name)
+    capture_everything(caplog)
     rows = [member(i) for i in range(1, 11)] + [member(i, is_sms_contactable=False) for i in (11, 12)]
     members = MemberSource.from_rows(rows)
     report = prepare(ledger, spec(), "m", LOGICAL, [r(i) for i in range(1, 13)], members=members, now=NOON)
@@ -133,12 +150,7 @@ def test_every_consenting_member_gets_exactly_one_sms_and_no_consent_never_reach
     assert len(tw.received) == 10
     sids = {m.sid for m in tw.received}
     assert {ledger.delivery(d)["provider_message_id"] for d in range(1, 11)} <= sids | {None}
-    assert caplog.records, "nothing was logged: the log check below would prove nothing"
-    for rec in caplog.records:
-        text = rec.getMessage()
-        for i in range(1, 13):
-            for form in (phone(i), phone(i)[1:], quote(phone(i), safe="")):
-                assert form not in text, f"{rec.name} logged a phone number: {text!r}"
+    assert_no_phone_logged(caplog, range(1, 13))
 
 
 def test_opted_out_number_is_failed_with_stop_and_skipped_next_run_without_a_call(ledger, twilio_env):
@@ -230,3 +242,26 @@ def test_spec_rate_is_held_through_the_twilio_channel(ledger, twilio_env):
     assert elapsed >= (n - burst) / rate * 0.95
     stamps = sorted(m.received_at for m in tw.received)
     assert stamps[-1] - stamps[0] >= (n - burst - 1) / rate * 0.95
+
+
+def test_timeouts_and_5xx_still_give_each_member_exactly_one_sms_and_lookups_log_no_number(
+    ledger, twilio_env, monkeypatch, caplog
+):
+    """A timed-out create that Twilio did accept is found by the Messages list lookup (whose query string
+    carries the number: the twilio client logs it unless silenced), never re-sent."""
+    tw = twilio_env
+    conn = json.loads(__import__("os").environ["AIRFLOW_CONN_TWILIO_DEFAULT"])
+    conn["extra"]["timeout_s"] = 0.3
+    monkeypatch.setenv("AIRFLOW_CONN_TWILIO_DEFAULT", json.dumps(conn))
+    tw.set_faults(timeout_rate=0.25, timeout_s=0.8, error_rate=0.1, seed=3)
+    capture_everything(caplog)
+    n = 16
+    members = MemberSource.from_rows([member(i) for i in range(1, n + 1)])
+    report = prepare(ledger, spec(), "m", LOGICAL, [r(i) for i in range(1, n + 1)], members=members, now=NOON)
+    out = send(ledger, spec(), report.run, members)
+    assert out.counts["sent"] == n
+    assert tw.count_by("to") == {phone(i): 1 for i in range(1, n + 1)}
+    assert {ledger.delivery(d)["status"] for d in range(1, n + 1)} == {"sent"}
+    # timeouts happened and were settled by lookups whose query string names the number
+    assert tw.list_queries and all("To=%2B1202555" in q for q in tw.list_queries)
+    assert_no_phone_logged(caplog, range(1, n + 1))
