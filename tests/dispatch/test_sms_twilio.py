@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import parse_qs, quote
@@ -250,7 +251,7 @@ def test_timeouts_and_5xx_still_give_each_member_exactly_one_sms_and_lookups_log
     """A timed-out create that Twilio did accept is found by the Messages list lookup (whose query string
     carries the number: the twilio client logs it unless silenced), never re-sent."""
     tw = twilio_env
-    conn = json.loads(__import__("os").environ["AIRFLOW_CONN_TWILIO_DEFAULT"])
+    conn = json.loads(os.environ["AIRFLOW_CONN_TWILIO_DEFAULT"])
     conn["extra"]["timeout_s"] = 0.3
     monkeypatch.setenv("AIRFLOW_CONN_TWILIO_DEFAULT", json.dumps(conn))
     tw.set_faults(timeout_rate=0.25, timeout_s=0.8, error_rate=0.1, seed=3)
