@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_channels import KEY, LATENCY_S, check_once  # noqa: E402
 from bench_channels import stock as stock_rate  # noqa: E402
+from provider_process import ServerProcess  # noqa: E402
 
 from retain.channels.sendgrid import SendGridChannel  # noqa: E402
 from retain.dispatch import DispatchSpec, MemberSource, Recipient, StepTemplates, deliver, prepare  # noqa: E402
@@ -100,7 +101,7 @@ def links_for(row, recipient):
     }
 
 
-def run(server: SendGridServer, n: int, shared: bool, work: Path) -> dict:
+def run(server: ServerProcess, n: int, shared: bool, work: Path) -> dict:
     server.clear()
     rows = {str(i): member_row(i) for i in range(1, n + 1)}
     members = MemberSource.from_rows(rows)
@@ -151,8 +152,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_dispatch_sendgrid_"))
     os.environ.setdefault("RETAIN_OUTBOX_DIR", str(work / "outbox"))
     try:
-        with SendGridServer(api_keys={KEY}, latency_s=LATENCY_S, record_content=False) as server:
-            print(f"local SendGrid server, {LATENCY_S * 1000:.0f} ms added latency, {os.cpu_count()} cores")
+        with ServerProcess(SendGridServer, api_keys={KEY}, latency_s=LATENCY_S, record_content=False) as server:
+            print(
+                f"local SendGrid server in its own process, {LATENCY_S * 1000:.0f} ms added latency, "
+                f"{os.cpu_count()} cores"
+            )
             stock = stock_rate(server, args.stock)
             print(
                 f"stock provider send_email, 1 call per message: {args.stock:,} messages, {stock:,.0f} msg/s"

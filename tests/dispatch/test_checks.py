@@ -71,3 +71,67 @@ def test_addresses_are_checked_with_email_validator_and_phonenumbers():
     assert valid_address("sms", "+1202555") is None  # too short for the plan
     assert valid_address("sms", "2025550123") is None  # not E.164
     assert valid_address("sms", "+999123456789") is None  # no such country code
+
+
+TRICKY_EMAILS = [
+    "ann.lee@example.com",
+    "Ann.Lee@Example.COM",
+    "ann.lee@EXAMPLE.com.",
+    "a+tag@sub.example.co.uk",
+    "o'brien@example.ie",
+    "x@bücher.de",
+    "x@xn--bcher-kva.de",
+    "Jürgen@example.de",
+    "张伟@example.cn",
+    "a..b@example.com",
+    ".a@example.com",
+    "a.@example.com",
+    '"quoted local"@example.com',
+    "a b@example.com",
+    "ann@example",
+    "ann@localhost",
+    "ann@x.test",
+    "ann@x.invalid",
+    "ann@[192.0.2.1]",
+    "ann@-example.com",
+    "ann@example-.com",
+    "ann@exa_mple.com",
+    "ann@123.com",
+    "ann@example.123",
+    "@example.com",
+    "ann@",
+    "ann",
+    "ann@@example.com",
+    "Ann Lee <ann@example.com>",
+    " ann@example.com",
+    "ann@example.com ",
+    "ann@exam ple.com",
+    "ann@example..com",
+    "a" * 64 + "@example.com",
+    "a" * 65 + "@example.com",
+    "a@" + ".".join(["b" * 63] * 3) + ".com",
+    "a" * 64 + "@" + ".".join(["b" * 63] * 3) + ".com",
+    "a@" + "b" * 64 + ".com",
+    "ann\u200b@example.com",
+    "ann@exam\u200bple.com",
+    "ann@EXAMPLE.DE\u3002",
+    "ann@ＥＸＡＭＰＬＥ.com",
+]
+
+
+def test_email_check_gives_email_validators_verdict_on_every_kind_of_address():
+    """valid_address takes a shortcut for plain addresses (each domain checked once); whatever the
+    input, its answer is email-validator's own: the same normalised address or the same rejection."""
+    from email_validator import EmailNotValidError, validate_email
+
+    def reference(address: str) -> str | None:
+        try:
+            return validate_email(address, check_deliverability=False).normalized
+        except EmailNotValidError:
+            return None
+
+    for address in TRICKY_EMAILS + [a.upper() for a in TRICKY_EMAILS]:
+        assert valid_address("email", address) == reference(address), address
+    # the shortcut is taken (plain local part, valid domain), and it is still the validator's answer
+    assert valid_address("email", "Member0000042@Example.COM") == "Member0000042@example.com"
+    assert valid_address("email", "a" * 64 + "@" + ".".join(["b" * 63] * 3) + ".com") is None  # 257 chars

@@ -13,6 +13,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -164,43 +165,55 @@ def deliver(
     report.reconciled = reconcile_in_doubt(ledger, run, channels, lease=lease)
     renderer = get_renderer(spec.templates_dir)
     breaker = _Breaker(spec.circuit_breaker, ledger, run)
+    args = (ledger, channels, worker_id, clock, retry_base_s, report, breaker)
     claimed_total = 0
-    while True:
-        if max_messages is not None and claimed_total >= max_messages:
-            break
-        limit = (
-            spec.batch_size if max_messages is None else min(spec.batch_size, max_messages - claimed_total)
-        )
-        rows = ledger.claim(run, worker_id, limit, now=clock())
-        if not rows:
-            if ledger.run_state(run)["status"] == "paused":
-                break
-            due = ledger.next_not_before(run)
-            wait = (due - clock()).total_seconds() if due is not None else None
-            if wait is not None and wait <= max_wait_s:
-                time.sleep(min(max(wait, 0.01), max_wait_s))
-                continue
-            break
-        claimed_total += len(rows)
-        _deliver_batch(
-            ledger,
-            spec,
-            rows,
-            channels,
-            members,
-            context_for,
-            worker_id,
-            test_addresses or {},
-            renderer,
-            clock,
-            retry_base_s,
-            report,
-            breaker,
-        )
-        reason = breaker.check()
-        if reason:
-            ledger.pause_run(run, reason)
-            break
+    # One batch is on the network while the next one is claimed, checked and rendered; it is sent
+    # only after the one before was recorded and the circuit breaker has looked at it.
+    in_flight: _InFlight | None = None
+    with ThreadPoolExecutor(1, thread_name_prefix="dispatch-send") as sender:
+        try:
+            while True:
+                if max_messages is not None and claimed_total >= max_messages:
+                    break
+                limit = (
+                    spec.batch_size
+                    if max_messages is None
+                    else min(spec.batch_size, max_messages - claimed_total)
+                )
+                rows = ledger.claim(run, worker_id, limit, now=clock())
+                if not rows:
+                    if in_flight is not None:
+                        in_flight, done = None, in_flight
+                        if _finish(done, *args):
+                            break
+                        continue  # what it left for retry may be due soon: look again
+                    if ledger.run_state(run)["status"] == "paused":
+                        break
+                    due = ledger.next_not_before(run)
+                    wait = (due - clock()).total_seconds() if due is not None else None
+                    if wait is not None and wait <= max_wait_s:
+                        time.sleep(min(max(wait, 0.01), max_wait_s))
+                        continue
+                    break
+                claimed_total += len(rows)
+                staged = _stage_batch(
+                    ledger, spec, rows, channels, members, context_for, worker_id, test_addresses or {},
+                    renderer, clock, report, breaker,
+                )  # fmt: skip
+                if in_flight is not None:
+                    in_flight, done = None, in_flight
+                    try:
+                        stop = _finish(done, *args)
+                    except BaseException:
+                        _release(ledger, staged, worker_id, clock())
+                        raise
+                    if stop:
+                        _release(ledger, staged, worker_id, clock())
+                        break
+                in_flight = _send(sender, staged, channels, spec, renderer, context_for)
+        finally:
+            if in_flight is not None:  # what the provider accepted is recorded, even on the way out
+                _finish(in_flight, *args)
     state = ledger.run_state(run)
     report.paused, report.paused_reason = state["status"] == "paused", state["paused_reason"]
     report.next_not_before = ledger.next_not_before(run)
@@ -276,7 +289,72 @@ def _backoff(attempts: int, retry_after: float | None, base: float) -> float:
     return max(delay, retry_after or 0.0)
 
 
-def _deliver_batch(
+#: per channel, deliver's ``(row, outgoing message, content hash, address)`` and the rows' checked
+#: ``(row, member, address)``: a batch ready to send
+_Item = tuple[ClaimedDelivery, Any, str, str]
+_Staged = tuple[dict[str, list[_Item]], list[tuple[ClaimedDelivery, Any, str]]]
+
+
+@dataclass
+class _InFlight:
+    by_channel: dict[str, list[_Item]]
+    futures: dict[str, Future]
+
+
+def _send(
+    sender: ThreadPoolExecutor,
+    staged: _Staged,
+    channels: Mapping[str, Channel],
+    spec: DispatchSpec,
+    renderer: Any,
+    context_for: ContextFor | None,
+) -> _InFlight:
+    """Hand a staged batch to the sending thread: one send_with_shared per channel (docs/dispatch.md)."""
+    by_channel, checked = staged
+    futures = {
+        name: sender.submit(send_with_shared, channels[name], items, checked, spec, renderer, context_for)
+        for name, items in by_channel.items()
+    }
+    return _InFlight(by_channel, futures)
+
+
+def _release(ledger: Ledger, staged: _Staged, worker_id: str, now: datetime) -> None:
+    """Give a staged batch's rows back (queued, due now) when the run stops before sending them."""
+    for items in staged[0].values():
+        for row, *_ in items:
+            ledger.defer(row.id, now, worker_id=worker_id)
+
+
+def _finish(
+    flight: _InFlight,
+    ledger: Ledger,
+    channels: Mapping[str, Channel],
+    worker_id: str,
+    clock: _Clock,
+    retry_base_s: float,
+    report: DeliverReport,
+    breaker: _Breaker,
+) -> bool:
+    """Wait for a sent batch, record every outcome; True when the circuit breaker paused the run."""
+    error: BaseException | None = None
+    for channel_name, items in flight.by_channel.items():
+        channel = channels[channel_name]
+        try:
+            outcomes = flight.futures[channel_name].result()
+        except BaseException as exc:  # noqa: BLE001 - the other channels' outcomes are recorded first
+            error = error or exc
+            continue
+        _record_batch(ledger, channel, items, outcomes, worker_id, clock, retry_base_s, report, breaker)
+    if error is not None:
+        raise error
+    reason = breaker.check()
+    if reason:
+        ledger.pause_run(report.run, reason)
+        return True
+    return False
+
+
+def _stage_batch(
     ledger: Ledger,
     spec: DispatchSpec,
     rows: list[ClaimedDelivery],
@@ -287,10 +365,10 @@ def _deliver_batch(
     test_addresses: Mapping[str, str],
     renderer: Any,
     clock: _Clock,
-    retry_base_s: float,
     report: DeliverReport,
     breaker: _Breaker,
-) -> None:
+) -> _Staged:
+    """Checks at send time (skips recorded), then render: the batch's messages, by channel."""
     now = clock()
     missing = sorted({r.channel for r in rows} - set(channels))
     if missing:  # a configuration error: give the rows back untouched rather than fail messages for it
@@ -367,30 +445,39 @@ def _deliver_batch(
         out = outgoing(spec, row.id, row.idempotency_key, address, message, row.is_test)
         by_channel.setdefault(row.channel, []).append((row, out, message.content_hash, address))
 
-    for channel_name, items in by_channel.items():
-        channel = channels[channel_name]
-        outcomes = send_with_shared(channel, items, checked, spec, renderer, context_for)  # docs/dispatch.md
-        if len(outcomes) != len(items):
+    return by_channel, checked
+
+
+def _record_batch(
+    ledger: Ledger,
+    channel: Channel,
+    items: list[tuple[ClaimedDelivery, Any, str, str]],
+    outcomes: Sequence[SendOutcome],
+    worker_id: str,
+    clock: _Clock,
+    retry_base_s: float,
+    report: DeliverReport,
+    breaker: _Breaker,
+) -> None:
+    if len(outcomes) != len(items):
+        raise RuntimeError(
+            f"channel {channel.provider} returned {len(outcomes)} outcomes for {len(items)} messages; "
+            "the rows stay in sending (in doubt) for reconcile"
+        )
+    sent: list[tuple[int, str, str | None, str | None]] = []
+    for (row, _, chash, address), outcome in zip(items, outcomes, strict=True):
+        if outcome.delivery_id != row.id:
             raise RuntimeError(
-                f"channel {channel.provider} returned {len(outcomes)} outcomes for {len(items)} messages; "
-                "the rows stay in sending (in doubt) for reconcile"
+                f"channel {channel.provider} answered for delivery {outcome.delivery_id}, not {row.id}"
             )
-        sent: list[tuple[int, str, str | None, str | None]] = []
-        for (row, _, chash, address), outcome in zip(items, outcomes, strict=True):
-            if outcome.delivery_id != row.id:
-                raise RuntimeError(
-                    f"channel {channel.provider} answered for delivery {outcome.delivery_id}, not {row.id}"
-                )
-            if outcome.status == "sent":
-                sent.append((row.id, outcome.provider, outcome.provider_message_id, chash))
-            else:
-                _record(
-                    ledger, row, outcome, address, channel, worker_id, clock, retry_base_s, report, breaker
-                )
-        # one transaction for the batch's accepted messages (the provider has them: record them first)
-        ledger.mark_sent_many(sent, worker_id=worker_id, sent_at=clock())
-        report.counts["sent"] += len(sent)
-        breaker.sent += len(sent)
+        if outcome.status == "sent":
+            sent.append((row.id, outcome.provider, outcome.provider_message_id, chash))
+        else:
+            _record(ledger, row, outcome, address, channel, worker_id, clock, retry_base_s, report, breaker)
+    # one transaction for the batch's accepted messages (the provider has them: record them first)
+    ledger.mark_sent_many(sent, worker_id=worker_id, sent_at=clock())
+    report.counts["sent"] += len(sent)
+    breaker.sent += len(sent)
 
 
 def _record(
