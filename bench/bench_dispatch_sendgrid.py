@@ -152,7 +152,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_dispatch_sendgrid_"))
     os.environ.setdefault("RETAIN_OUTBOX_DIR", str(work / "outbox"))
     try:
-        with ServerProcess(SendGridServer, api_keys={KEY}, latency_s=LATENCY_S, record_content=False) as server:
+        server_args = {"api_keys": {KEY}, "latency_s": LATENCY_S, "record_content": False}
+        with ServerProcess(SendGridServer, **server_args) as server:
             print(
                 f"local SendGrid server in its own process, {LATENCY_S * 1000:.0f} ms added latency, "
                 f"{os.cpu_count()} cores"
