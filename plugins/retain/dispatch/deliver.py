@@ -210,7 +210,7 @@ def deliver(
                     if stop:
                         _release(ledger, staged, worker_id, clock())
                         break
-                in_flight = _send(sender, staged, channels, spec, renderer, context_for)
+                in_flight = _send(sender, staged, channels, spec, renderer)
         finally:
             if in_flight is not None:  # what the provider accepted is recorded, even on the way out
                 _finish(in_flight, *args)
@@ -289,10 +289,10 @@ def _backoff(attempts: int, retry_after: float | None, base: float) -> float:
     return max(delay, retry_after or 0.0)
 
 
-#: per channel, deliver's ``(row, outgoing message, content hash, address)`` and the rows' checked
-#: ``(row, member, address)``: a batch ready to send
+#: per channel, deliver's ``(row, outgoing message, content hash, address)``, and each delivery's
+#: template context: a batch ready to send
 _Item = tuple[ClaimedDelivery, Any, str, str]
-_Staged = tuple[dict[str, list[_Item]], list[tuple[ClaimedDelivery, Any, str]]]
+_Staged = tuple[dict[str, list[_Item]], dict[int, Mapping[str, Any]]]
 
 
 @dataclass
@@ -307,12 +307,11 @@ def _send(
     channels: Mapping[str, Channel],
     spec: DispatchSpec,
     renderer: Any,
-    context_for: ContextFor | None,
 ) -> _InFlight:
     """Hand a staged batch to the sending thread: one send_with_shared per channel (docs/dispatch.md)."""
-    by_channel, checked = staged
+    by_channel, contexts = staged
     futures = {
-        name: sender.submit(send_with_shared, channels[name], items, checked, spec, renderer, context_for)
+        name: sender.submit(send_with_shared, channels[name], items, contexts, spec, renderer)
         for name, items in by_channel.items()
     }
     return _InFlight(by_channel, futures)
@@ -432,7 +431,8 @@ def _stage_batch(
             checked.append((row, member, normalised))
 
     # 3. render, then one send_batch per channel
-    by_channel: dict[str, list[tuple[ClaimedDelivery, Any, str, str]]] = {}
+    by_channel: dict[str, list[_Item]] = {}
+    contexts: dict[int, Mapping[str, Any]] = {}
     for row, member, address in checked:
         recipient = Recipient(
             row.member_id, row.journey_step, row.channel, row.template or "", row.variant, None, row.is_test
@@ -444,8 +444,10 @@ def _stage_batch(
             continue
         out = outgoing(spec, row.id, row.idempotency_key, address, message, row.is_test)
         by_channel.setdefault(row.channel, []).append((row, out, message.content_hash, address))
+        if message.context is not None:
+            contexts[row.id] = message.context
 
-    return by_channel, checked
+    return by_channel, contexts
 
 
 def _record_batch(

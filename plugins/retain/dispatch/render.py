@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from retain.channels.base import Outgoing, OutgoingEmail, OutgoingSms
@@ -22,6 +22,8 @@ class RenderedMessage:
     html: str
     text: str
     unsubscribe: str | None
+    #: the context it was rendered from (shared mode tokenises it instead of building it again)
+    context: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def content_hash(self) -> str:
@@ -46,6 +48,23 @@ def campaign_for(spec: DispatchSpec, journey_step: str, variant: str | None = No
     )
 
 
+def message_context(
+    spec: DispatchSpec,
+    recipient: Recipient,
+    member: Mapping[str, Any],
+    context_for: ContextFor | None,
+) -> dict[str, Any]:
+    """The template context of one message: the member row and the campaign layer's offer, products,
+    links and brand (``context_for``)."""
+    extra = dict(context_for(member, recipient)) if context_for is not None else {}
+    unknown = set(extra) - set(CONTEXT_KEYS)
+    if unknown:
+        raise ValueError(f"context_for returned keys outside {CONTEXT_KEYS}: {sorted(unknown)}")
+    if spec.brand and "brand" not in extra:
+        extra["brand"] = spec.brand
+    return build_context(member, campaign_for(spec, recipient.journey_step, recipient.variant), **extra)
+
+
 def render_message(
     renderer: Renderer,
     spec: DispatchSpec,
@@ -53,21 +72,15 @@ def render_message(
     member: Mapping[str, Any],
     context_for: ContextFor | None,
 ) -> RenderedMessage:
-    extra = dict(context_for(member, recipient)) if context_for is not None else {}
-    unknown = set(extra) - set(CONTEXT_KEYS)
-    if unknown:
-        raise ValueError(f"context_for returned keys outside {CONTEXT_KEYS}: {sorted(unknown)}")
-    if spec.brand and "brand" not in extra:
-        extra["brand"] = spec.brand
     campaign = campaign_for(spec, recipient.journey_step, recipient.variant)
-    ctx = build_context(member, campaign, **extra)
+    ctx = message_context(spec, recipient, member, context_for)
     if recipient.channel == "email":
         email = renderer.render_email(recipient.template, ctx, campaign)
         return RenderedMessage(
-            "email", email.subject, email.html, email.text, ctx["links"].get("unsubscribe")
+            "email", email.subject, email.html, email.text, ctx["links"].get("unsubscribe"), ctx
         )
     sms = renderer.render_sms(recipient.template, ctx, campaign)
-    return RenderedMessage("sms", "", "", sms.text, None)
+    return RenderedMessage("sms", "", "", sms.text, None, ctx)
 
 
 def outgoing(

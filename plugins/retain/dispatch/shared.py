@@ -35,9 +35,8 @@ from typing import Any
 from markupsafe import escape
 
 from retain.channels.base import Channel, OutgoingEmail, SendOutcome
-from retain.dispatch.render import CONTEXT_KEYS, campaign_for
+from retain.dispatch.render import campaign_for, message_context
 from retain.dispatch.types import ContextFor, DispatchSpec, Recipient
-from retain.rendering import build_context
 from retain.rendering import links as link_utm
 
 log = logging.getLogger(__name__)
@@ -99,16 +98,15 @@ def tokenised_context(
     member: Mapping[str, Any],
     context_for: ContextFor | None,
 ) -> tuple[dict[str, Any], list[tuple[str, bool]]]:
-    """The message's context as render_message builds it, per-member strings replaced by tokens, and
-    the values the tokens stand for (index i <-> ``token(i)``), each with whether it is a link the
-    renderer tags with UTM pairs (a token is not a URL, so the tagging moves into the value)."""
-    extra = dict(context_for(member, recipient)) if context_for is not None else {}
-    unknown = set(extra) - set(CONTEXT_KEYS)
-    if unknown:
-        raise ValueError(f"context_for returned keys outside {CONTEXT_KEYS}: {sorted(unknown)}")
-    if spec.brand and "brand" not in extra:
-        extra["brand"] = spec.brand
-    ctx = build_context(member, campaign_for(spec, recipient.journey_step, recipient.variant), **extra)
+    """The message's context as render_message builds it, tokenised (``tokenise``)."""
+    return tokenise(message_context(spec, recipient, member, context_for))
+
+
+def tokenise(context: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, bool]]]:
+    """A message's context with its per-member strings replaced by tokens, and the values the tokens
+    stand for (index i <-> ``token(i)``), each with whether it is a link the renderer tags with UTM
+    pairs (a token is not a URL, so the tagging moves into the value). ``context`` is not changed."""
+    ctx = dict(context)
     values: list[tuple[str, bool]] = []
     m = dict(ctx["member"])
     for name in MEMBER_TOKEN_FIELDS:
@@ -186,6 +184,8 @@ class _Group:
     def __init__(self, subject: str, html: str, text: str) -> None:
         self.subject, self.html, self.text = subject, html, text
         self.parts = (split_tokens(subject), split_tokens(html), split_tokens(text))
+        #: the tokens the content holds: a member's substitutions carry only these
+        self.tokens = frozenset(t for part in self.parts for t in part[1::2])
         self.members: list[tuple[int, dict[str, str]]] = []  # (item index, substitutions)
         self.addresses: set[str] = set()
 
@@ -193,24 +193,23 @@ class _Group:
 def send_with_shared(
     channel: Channel,
     items: Sequence[tuple[Any, Any, str, str]],
-    checked: Sequence[tuple[Any, Mapping[str, Any], str]],
+    contexts: Mapping[int, Mapping[str, Any]],
     spec: DispatchSpec,
     renderer: Any,
-    context_for: ContextFor | None,
 ) -> list[SendOutcome]:
     """Outcomes for ``items`` (deliver's ``(row, outgoing, content_hash, address)``), same order: shared
-    requests for the messages proven identical, ``channel.send_batch`` for the others."""
+    requests for the messages proven identical, ``channel.send_batch`` for the others. ``contexts``:
+    each delivery's template context, as its own message was rendered from."""
     send_shared = getattr(channel, "send_shared", None)
     if send_shared is None or getattr(channel, "channel", None) != "email" or not items:
         return channel.send_batch([out for _, out, _, _ in items])
     from retain.channels.sendgrid import SharedContent, SharedRecipient
 
-    member_of = {row.id: member for row, member, _ in checked}
     read = _fields_read(renderer)
     groups: dict[tuple, _Group | None] = {}
     single: list[int] = []
     for i, (row, out, _, _) in enumerate(items):
-        group = _match(row, out, member_of.get(row.id), spec, renderer, context_for, read, groups)
+        group = _match(row, out, contexts.get(row.id), spec, renderer, read, groups)
         address = out.to.lower() if isinstance(out, OutgoingEmail) else ""
         if group is None or address in group[0].addresses:
             single.append(i)
@@ -277,26 +276,22 @@ def send_with_shared(
 def _match(
     row: Any,
     out: Any,
-    member: Mapping[str, Any] | None,
+    context: Mapping[str, Any] | None,
     spec: DispatchSpec,
     renderer: Any,
-    context_for: ContextFor | None,
     read: frozenset[str] | None,
     groups: dict[tuple, _Group | None],
 ) -> tuple[_Group, dict[str, str]] | None:
     """The message's group and substitutions when the shared rendering, substituted, is its own
     rendering byte for byte; else ``None``."""
-    if member is None or not isinstance(out, OutgoingEmail) or (row.attempts or 0) > 1:
+    if context is None or not isinstance(out, OutgoingEmail) or (row.attempts or 0) > 1:
         # a message the provider did not take before is retried alone, as on the per-message path: one
         # unlucky request must not carry a whole group through all its attempts together
         return None
     recipient = Recipient(
         row.member_id, row.journey_step, row.channel, row.template or "", row.variant, None, row.is_test
     )
-    try:
-        ctx, values = tokenised_context(spec, recipient, member, context_for)
-    except Exception:  # noqa: BLE001 - the per-message path renders (or fails) it as before
-        return None
+    ctx, values = tokenise(context)
     seen = (*(v for v, _ in values), *map(str, out.custom_args.values()), *out.headers.values())
     if any(TOKEN_MARK in v for v in seen):
         return None  # SendGrid substitutes in custom args too: a token-like value could be replaced
@@ -318,7 +313,7 @@ def _match(
     subject, html, text = group.parts
     if apply(subject, subs) != out.subject or apply(text, subs) != out.text or apply(html, subs) != out.html:
         return None
-    return group, subs
+    return group, {k: v for k, v in subs.items() if k in group.tokens}
 
 
 def _render_group(

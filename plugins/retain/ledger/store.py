@@ -600,9 +600,12 @@ class Ledger:
             ids = list(conn.execute(pick).scalars())
             if not ids:
                 return []
+            # ``coalesce`` keeps the status test off the (status, ...) index: given a plain
+            # ``status = 'queued'``, SQLite (no statistics) walked every queued row of that index for
+            # each claim instead of looking the ids up by primary key, so deliver grew quadratically.
             claimed = conn.execute(
                 update(Delivery)
-                .where(cols.id.in_(ids), cols.status == "queued")
+                .where(cols.id.in_(ids), func.coalesce(cols.status, "") == "queued")
                 .values(
                     status="sending",
                     worker_id=worker_id,
