@@ -241,3 +241,31 @@ def test_readers_are_not_blocked_by_an_open_write_transaction(ledger: Ledger):
             assert other.sent_counts(["M00000"], datetime.now(UTC) - timedelta(days=1)) == {"M00000": 0}
     finally:
         other.close()
+
+
+def test_on_sqlite_a_claim_is_committed_to_disk_and_other_writes_are_not(ledger: Ledger):
+    """SQLite runs with synchronous=NORMAL (a commit survives a killed process, not a power loss), but a
+    claim is synced: lost after the provider took its messages, its rows would be queued again and sent
+    twice. Checked at the moment of each COMMIT."""
+    if ledger.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL commits are durable")
+    from sqlalchemy import event
+
+    seen: list[int] = []
+
+    def on_commit(conn) -> None:
+        seen.append(conn.connection.driver_connection.execute("PRAGMA synchronous").fetchone()[0])
+
+    event.listen(ledger.engine, "commit", on_commit)
+    try:
+        run = ledger.start_run("welcome", "scheduled__1", LOGICAL_DATE)
+        ledger.enqueue(run, requests(3))
+        assert seen and set(seen) == {1}  # NORMAL
+        seen.clear()
+        rows = ledger.claim(run, "w1", 2)
+        assert seen == [2]  # FULL, for the claim's commit only
+        seen.clear()
+        ledger.mark_sent(rows[0].id, "sendgrid", "sg-1", worker_id="w1")
+        assert set(seen) == {1}
+    finally:
+        event.remove(ledger.engine, "commit", on_commit)

