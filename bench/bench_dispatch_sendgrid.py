@@ -14,6 +14,7 @@ makes them. The ledger is a SQLite file in a temporary folder. Every run checks 
 delivery exactly once.
 
     .venv/bin/python bench/bench_dispatch_sendgrid.py [--emails 100000] [--per-message 10000] [--stock 1500]
+                                                      [--workers 1,2]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import hashlib
 import json
 import logging
+import multiprocessing as mp
 import os
 import shutil
 import sys
@@ -101,37 +103,64 @@ def links_for(row, recipient):
     }
 
 
-def run(server: ServerProcess, n: int, shared: bool, work: Path) -> dict:
+def _deliver_worker(url: str, spec, run_, members, server_url: str, shared: bool, worker: str, out) -> None:
+    """One delivery worker, as one mapped ``deliver`` task of campaign_send: its own process, ledger
+    connection and channel, claiming from the shared ledger."""
+    ledger = Ledger.open(url, migrate=False)
+    cls = SendGridChannel if shared else PerMessageSendGrid
+    channel = cls(KEY, server_url, concurrency=64 if not shared else 16, timeout_s=30)
+    try:
+        result = deliver(
+            ledger,
+            spec,
+            run_,
+            channels={"email": channel},
+            members=members,
+            context_for=links_for,
+            worker_id=worker,
+            now=NOW,
+        )
+        out.put(dict(result.counts))
+    finally:
+        channel.close()
+        ledger.close()
+
+
+def run(server: ServerProcess, n: int, shared: bool, work: Path, workers: int = 1) -> dict:
     server.clear()
     rows = {str(i): member_row(i) for i in range(1, n + 1)}
     members = MemberSource.from_rows(rows)
     spec = DispatchSpec(campaign="win_back", steps={"win_back": StepTemplates(email="win_back")})
-    db = work / f"ledger-{'shared' if shared else 'single'}-{n}.sqlite"
-    ledger = Ledger.open(f"sqlite:///{db}")
-    cls = SendGridChannel if shared else PerMessageSendGrid
-    channel = cls(KEY, server.url, concurrency=64 if not shared else 16, timeout_s=30)
+    db = work / f"ledger-{'shared' if shared else 'single'}-{n}-{workers}.sqlite"
+    url = f"sqlite:///{db}"
+    ledger = Ledger.open(url)
     recipients = (Recipient(mid, "win_back", "email", "win_back") for mid in rows)
     t0 = time.perf_counter()
     report = prepare(ledger, spec, "bench", date(2026, 6, 30), recipients, members=members, now=NOW)
-    t1 = time.perf_counter()
-    result = deliver(
-        ledger,
-        spec,
-        report.run,
-        channels={"email": channel},
-        members=members,
-        context_for=links_for,
-        worker_id="bench",
-        now=NOW,
-    )
-    t2 = time.perf_counter()
-    channel.close()
     ledger.close()
-    if result.counts["sent"] != n:
-        raise SystemExit(f"{'shared' if shared else 'per-message'}: sent {dict(result.counts)} of {n}")
+    t1 = time.perf_counter()
+    ctx = mp.get_context("fork")  # the workers inherit the member rows, as each task reads the warehouse
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_deliver_worker,
+            args=(url, spec, report.run, members, server.url, shared, f"bench.shard{i}", out),
+        )
+        for i in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    counts = [out.get() for _ in procs]
+    for proc in procs:
+        proc.join()
+    t2 = time.perf_counter()
+    sent = sum(c.get("sent", 0) for c in counts)
+    if sent != n or any(proc.exitcode for proc in procs):
+        raise SystemExit(f"{'shared' if shared else 'per-message'}: sent {counts} of {n}")
     check_once(server, n, "shared" if shared else "per-message")
     return {
         "n": n,
+        "workers": workers,
         "requests": server.requests,
         "prepare_s": t1 - t0,
         "deliver_s": t2 - t1,
@@ -145,7 +174,14 @@ def main() -> None:
     ap.add_argument("--emails", type=int, default=100_000)
     ap.add_argument("--per-message", type=int, default=10_000)
     ap.add_argument("--stock", type=int, default=1_500)
+    ap.add_argument(
+        "--workers",
+        default="1,2",
+        help="delivery worker processes for the shared-mode run, comma-separated (default 1,2: one, and "
+        "one per core, as campaign_send's mapped deliver tasks run)",
+    )
     args = ap.parse_args()
+    worker_counts = [int(w) for w in args.workers.split(",")]
     logging.basicConfig(level=logging.WARNING)
     for name in ("retain", "alembic"):  # per-batch INFO lines would flood the output
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -163,11 +199,10 @@ def main() -> None:
                 f"stock provider send_email, 1 call per message: {args.stock:,} messages, {stock:,.0f} msg/s"
             )
             results = {"stock_rate": stock}
-            for label, n, shared in (
-                ("per message", args.per_message, False),
-                ("shared mode", args.emails, True),
-            ):
-                r = run(server, n, shared, work)
+            runs = [("per message", args.per_message, False, 1)]
+            runs += [(f"shared mode, {w} worker(s)", args.emails, True, w) for w in worker_counts]
+            for label, n, shared, workers in runs:
+                r = run(server, n, shared, work, workers)
                 results[label] = r
                 print(
                     f"prepare+deliver, {label}: {n:,} emails, {r['requests']:,} requests, "
