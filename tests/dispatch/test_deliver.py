@@ -227,3 +227,28 @@ def test_a_missing_channel_is_a_clear_error_and_the_rows_stay_queued(ledger, ema
         go(ledger, SPEC, report.run, email_channel, members)
     row = ledger.delivery(1)
     assert (row["status"], row["attempts"]) == ("queued", 0)
+
+
+def test_a_throttled_channel_claims_no_more_than_it_can_send_within_the_lease(ledger):
+    """One batch is on the network while the next waits, claimed: both must be sent long before the
+    lease ends, or other workers would take the waiting rows for abandoned ones. 100 msg/s and a
+    2-second lease: 50 rows a claim (a quarter of what the lease allows), whatever the batch size."""
+    from datetime import timedelta
+
+    from retain.channels.throttle import TokenBucket
+
+    members = MemberSource.from_rows([member(i) for i in range(1, 121)])
+    spec = DispatchSpec(campaign="win_back", steps=SPEC.steps, batch_size=500)
+    report = prepare(ledger, spec, "m", LOGICAL, [r(i) for i in range(1, 121)], members=members, now=NOON)
+    sizes: list[int] = []
+
+    class Throttled(RecordingChannel):
+        throttle = TokenBucket(100, burst=200)
+
+        def send_batch(self, messages):
+            sizes.append(len(messages))
+            return super().send_batch(messages)
+
+    channel = Throttled("email")
+    out = go(ledger, spec, report.run, channel, members, lease=timedelta(seconds=2))
+    assert sizes == [50, 50, 20] and out.counts["sent"] == 120
