@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -164,6 +165,13 @@ def test_context_offer_by_tier_in_member_currency_and_member_links(warehouse) ->
             and ctx["links"]["unsubscribe"] != other["links"]["unsubscribe"]
         )
         assert ctx["products"] and all(p["name"] and p["url"].startswith("https://") for p in ctx["products"])
+        # product cards in the offer's currency: the catalogue's CNY list price at the fx file's rates
+        assert {p["currency"] for p in ctx["products"]} == {"EUR"}
+        listed = ctx_for({"member_id": 1000001, "member_tier": "ordinary", "currency": "CNY"}, r)["products"]
+        assert {p["currency"] for p in listed} == {"CNY"}
+        for eur, cny in zip(ctx["products"], listed, strict=True):
+            assert eur["name"] == cny["name"]
+            assert abs(eur["price"] * Decimal("7.8") - cny["price"]) < Decimal("0.05")  # EUR: 7.8 CNY
     finally:
         rec.close()
     tier = load_campaign("tier_upgrade")

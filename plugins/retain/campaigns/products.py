@@ -45,6 +45,7 @@ class Recommender:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._ready = False
         self._cached = lru_cache(maxsize=100_000)(self._products)
+        self._fx: dict[str, Decimal] | None = None
 
     def close(self) -> None:
         if self._con is not None:
@@ -104,10 +105,33 @@ class Recommender:
             self._ready = True
         return self._con
 
-    def products(self, member_id: str, kind: str) -> list[dict[str, Any]]:
+    def products(self, member_id: str, kind: str, currency: str | None = None) -> list[dict[str, Any]]:
+        """The member's products, priced in ``currency`` (the member's) through the warehouse's fx rates
+        (``int_fx_rates_validated``: amount in base = amount x rate_to_base), so a product card shows the
+        same currency as the offer. A currency without a valid rate keeps the catalogue's price."""
         if kind == "none" or self.per_message == 0:
             return []
-        return [dict(p) for p in self._cached(str(member_id), kind)]
+        return [self._priced(p, currency) for p in self._cached(str(member_id), kind)]
+
+    def _rates(self) -> dict[str, Decimal]:
+        if self._fx is None:
+            rows = self._connect().execute(
+                "SELECT currency, rate_to_base FROM int_fx_rates_validated WHERE quarantine_reason IS NULL"
+            )
+            self._fx = {str(c): Decimal(str(r)) for c, r in rows.fetchall() if r}
+        return self._fx
+
+    def _priced(self, product: Mapping[str, Any], currency: str | None) -> dict[str, Any]:
+        out = dict(product)
+        price, listed = out.get("price"), out.get("currency")
+        if price is None or not currency or currency == listed:
+            return out
+        rates = self._rates()
+        if listed not in rates or currency not in rates:
+            return out
+        out["price"] = (price * rates[listed] / rates[currency]).quantize(Decimal("0.01"))
+        out["currency"] = currency
+        return out
 
     def _product(self, row: tuple[Any, ...]) -> Mapping[str, Any]:
         product_id, name, price, currency = row

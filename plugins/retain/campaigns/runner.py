@@ -187,7 +187,7 @@ def make_context_for(
         member_id = str(member.get("member_id") or recipient.member_id)
         return {
             "offer": offer_for_member(campaign.offer_for(step, variant), campaign.name, member, as_of),
-            "products": recommender.products(member_id, campaign.products),
+            "products": recommender.products(member_id, campaign.products, member.get("currency")),
             "links": member_links(settings, secret, campaign.name, member_id),
         }
 
