@@ -165,7 +165,7 @@ def deliver(
     report.reconciled = reconcile_in_doubt(ledger, run, channels, lease=lease)
     renderer = get_renderer(spec.templates_dir)
     breaker = _Breaker(spec.circuit_breaker, ledger, run)
-    args = (ledger, channels, worker_id, clock, retry_base_s, report, breaker)
+    rec = _Recorder(ledger, channels, worker_id, clock, retry_base_s, report, breaker)
     claim_size = _claim_size(spec.batch_size, channels, lease)
     claimed_total = 0
     # One batch is on the network while the next one is claimed, checked and rendered; it is sent
@@ -181,7 +181,7 @@ def deliver(
                 if not rows:
                     if in_flight is not None:
                         in_flight, done = None, in_flight
-                        if _finish(done, *args):
+                        if _finish(done, rec):
                             break
                         continue  # what it left for retry may be due soon: look again
                     if ledger.run_state(run)["status"] == "paused":
@@ -200,7 +200,7 @@ def deliver(
                 if in_flight is not None:
                     in_flight, done = None, in_flight
                     try:
-                        stop = _finish(done, *args)
+                        stop = _finish(done, rec)
                     except BaseException:
                         _release(ledger, staged, worker_id, clock())
                         raise
@@ -210,7 +210,7 @@ def deliver(
                 in_flight = _send(sender, staged, channels, spec, renderer)
         finally:
             if in_flight is not None:  # what the provider accepted is recorded, even on the way out
-                _finish(in_flight, *args)
+                _finish(in_flight, rec)
     state = ledger.run_state(run)
     report.paused, report.paused_reason = state["status"] == "paused", state["paused_reason"]
     report.next_not_before = ledger.next_not_before(run)
@@ -334,31 +334,35 @@ def _release(ledger: Ledger, staged: _Staged, worker_id: str, now: datetime) -> 
             ledger.defer(row.id, now, worker_id=worker_id)
 
 
-def _finish(
-    flight: _InFlight,
-    ledger: Ledger,
-    channels: Mapping[str, Channel],
-    worker_id: str,
-    clock: _Clock,
-    retry_base_s: float,
-    report: DeliverReport,
-    breaker: _Breaker,
-) -> bool:
+@dataclass
+class _Recorder:
+    """What recording a batch's outcomes needs: one per deliver() call."""
+
+    ledger: Ledger
+    channels: Mapping[str, Channel]
+    worker_id: str
+    clock: _Clock
+    retry_base_s: float
+    report: DeliverReport
+    breaker: _Breaker
+
+
+def _finish(flight: _InFlight, rec: _Recorder) -> bool:
     """Wait for a sent batch, record every outcome; True when the circuit breaker paused the run."""
     error: BaseException | None = None
     for channel_name, items in flight.by_channel.items():
-        channel = channels[channel_name]
+        channel = rec.channels[channel_name]
         try:
             outcomes = flight.futures[channel_name].result()
         except BaseException as exc:  # noqa: BLE001 - the other channels' outcomes are recorded first
             error = error or exc
             continue
-        _record_batch(ledger, channel, items, outcomes, worker_id, clock, retry_base_s, report, breaker)
+        _record_batch(rec, channel, items, outcomes)
     if error is not None:
         raise error
-    reason = breaker.check()
+    reason = rec.breaker.check()
     if reason:
-        ledger.pause_run(report.run, reason)
+        rec.ledger.pause_run(rec.report.run, reason)
         return True
     return False
 
@@ -461,15 +465,7 @@ def _stage_batch(
 
 
 def _record_batch(
-    ledger: Ledger,
-    channel: Channel,
-    items: list[tuple[ClaimedDelivery, Any, str, str]],
-    outcomes: Sequence[SendOutcome],
-    worker_id: str,
-    clock: _Clock,
-    retry_base_s: float,
-    report: DeliverReport,
-    breaker: _Breaker,
+    rec: _Recorder, channel: Channel, items: list[_Item], outcomes: Sequence[SendOutcome]
 ) -> None:
     if len(outcomes) != len(items):
         raise RuntimeError(
@@ -485,25 +481,18 @@ def _record_batch(
         if outcome.status == "sent":
             sent.append((row.id, outcome.provider, outcome.provider_message_id, chash))
         else:
-            _record(ledger, row, outcome, address, channel, worker_id, clock, retry_base_s, report, breaker)
+            _record(rec, row, outcome, address, channel)
     # one transaction for the batch's accepted messages (the provider has them: record them first)
-    ledger.mark_sent_many(sent, worker_id=worker_id, sent_at=clock())
-    report.counts["sent"] += len(sent)
-    breaker.sent += len(sent)
+    rec.ledger.mark_sent_many(sent, worker_id=rec.worker_id, sent_at=rec.clock())
+    rec.report.counts["sent"] += len(sent)
+    rec.breaker.sent += len(sent)
 
 
 def _record(
-    ledger: Ledger,
-    row: ClaimedDelivery,
-    outcome: SendOutcome,
-    address: str,
-    channel: Channel,
-    worker_id: str,
-    clock: _Clock,
-    retry_base_s: float,
-    report: DeliverReport,
-    breaker: _Breaker,
+    rec: _Recorder, row: ClaimedDelivery, outcome: SendOutcome, address: str, channel: Channel
 ) -> None:
+    """One outcome other than sent: failed (a suppression if the provider says so), retry, in doubt."""
+    ledger, worker_id, report, breaker = rec.ledger, rec.worker_id, rec.report, rec.breaker
     if outcome.status == "failed":
         if outcome.suppress:
             ledger.add_suppression(
@@ -520,14 +509,14 @@ def _record(
         report.counts["failed"] += 1
         breaker.record("failed")
     elif outcome.status == "retry":
-        delay = _backoff(row.attempts, outcome.retry_after, retry_base_s)
+        delay = _backoff(row.attempts, outcome.retry_after, rec.retry_base_s)
         status = ledger.mark_failed(
             row.id,
             redact(outcome.error or "retry"),
             retryable=True,
             worker_id=worker_id,
             provider=outcome.provider,
-            not_before=clock() + timedelta(seconds=delay),
+            not_before=rec.clock() + timedelta(seconds=delay),
         )
         if status == "failed":
             report.counts["failed"] += 1
