@@ -70,6 +70,72 @@ def test_replay_changes_nothing_even_with_other_effects(store: Ledger):
     assert len(suppressions(store)) == 2
 
 
+def test_group_resubscribe_lifts_only_the_group_unsubscribe(store: Ledger):
+    d = _sent(store)
+    ann, bo = "ann.lee@example.com", "bo.chen@example.org"
+    store.apply_event(
+        "sendgrid", "u1", "group_unsubscribe", T0, channel="email", delivery_id=d, state="group_unsubscribe",
+        suppress="group_unsubscribe", address=ann,
+    )  # fmt: skip
+    store.add_suppression("email", bo, "M2", reason="bounce")
+    resubscribe = {"channel": "email", "unsuppress": "group_unsubscribe"}
+    other = store.apply_event("sendgrid", "r1", "group_resubscribe", T0, address=bo, **resubscribe)
+    assert (other.new, other.suppressions_removed) == (True, 0)
+    assert store.is_suppressed("email", bo) and store.is_suppressed("email", None, "M2")
+
+    lifted = store.apply_event(
+        "sendgrid", "r2", "group_resubscribe", T0 + timedelta(minutes=1), delivery_id=d, address=ann,
+        **resubscribe,
+    )  # fmt: skip
+    assert (lifted.new, lifted.delivery_id, lifted.suppressions_removed) == (True, d, 2)
+    assert not store.is_suppressed("email", ann, "M1")
+    assert store.delivery(d)["provider_state"] == "group_unsubscribe"
+
+    store.add_suppression("email", ann, "M1", reason="group_unsubscribe")  # unsubscribed again
+    again = store.apply_event(
+        "sendgrid", "r2", "group_resubscribe", T0 + timedelta(minutes=1), delivery_id=d, address=ann,
+        **resubscribe,
+    )  # fmt: skip
+    assert (again.new, again.suppressions_removed) == (False, 0)
+    assert store.is_suppressed("email", ann, "M1")
+    assert event_count(store) == 3
+
+
+def test_a_lasting_reason_outlives_the_resubscribe_and_start(store: Ledger):
+    """Group unsubscribe, then a bounce: the resubscribe must not make the bounced address sendable.
+    STOP, then an invalid-number failure: START must not either."""
+    ann = "ann.lee@example.com"
+    store.apply_event(
+        "sendgrid", "u1", "group_unsubscribe", T0, channel="email", suppress="group_unsubscribe", address=ann
+    )  # fmt: skip
+    bounced = store.apply_event(
+        "sendgrid", "b1", "bounce", T0 + timedelta(minutes=1), channel="email", suppress="bounce", address=ann
+    )  # fmt: skip
+    assert bounced.suppressions_added == 1  # the row now says bounce
+    lifted = store.apply_event(
+        "sendgrid", "r1", "group_resubscribe", T0 + timedelta(minutes=2), channel="email",
+        unsuppress="group_unsubscribe", address=ann,
+    )  # fmt: skip
+    assert lifted.suppressions_removed == 0
+    assert store.is_suppressed("email", ann)
+
+    number = "+4915112345678"
+    store.apply_event("twilio", "s1", "inbound", T0, channel="sms", suppress="stop", address=number)
+    assert store.add_suppression("sms", number, reason="invalid", source="twilio") == 1
+    assert store.add_suppression("sms", number, reason="stop", source="twilio") == 0  # invalid stays
+    start = store.apply_event("twilio", "s2", "inbound", T0, channel="sms", unsuppress="stop", address=number)
+    assert start.suppressions_removed == 0
+    assert store.is_suppressed("sms", number)
+
+    # without a lasting reason in between, the same START lifts the STOP
+    other = "+4915187654321"
+    store.apply_event("twilio", "s3", "inbound", T0, channel="sms", suppress="stop", address=other)
+    assert store.add_suppression("sms", other, reason="stop") == 0
+    start = store.apply_event("twilio", "s4", "inbound", T0, channel="sms", unsuppress="stop", address=other)
+    assert start.suppressions_removed == 1
+    assert not store.is_suppressed("sms", other)
+
+
 def test_unknown_delivery_is_stored_and_address_still_suppressed(store: Ledger):
     applied = store.apply_event(
         "sendgrid", "e1", "spamreport", T0, channel="email", delivery_id=999, provider_message_id="nope",

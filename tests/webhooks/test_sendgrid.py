@@ -34,7 +34,13 @@ def test_signed_batch_is_stored_updates_state_and_suppresses_bounces(client, led
     ]
     response = post(client, sg, events)
     assert response.status_code == 200
-    assert response.json() == {"stored": 5, "replayed": 0, "rejected": [], "suppressions_added": 6}
+    assert response.json() == {
+        "stored": 5,
+        "replayed": 0,
+        "rejected": [],
+        "suppressions_added": 6,
+        "suppressions_removed": 0,
+    }
     assert event_count(ledger) == 5
     assert ledger.delivery(ann.delivery_id)["provider_state"] == "open"
     assert ledger.delivery(bo.delivery_id)["provider_state"] == "bounce"
@@ -50,6 +56,84 @@ def test_signed_batch_is_stored_updates_state_and_suppresses_bounces(client, led
     batch = [(s.member_id, s.address) for s in (ann, bo, cy, di)]
     assert ledger.suppressed("email", batch) == {1, 2, 3}
     assert ledger.is_suppressed("email", bo.address.upper(), member_id="someone-else")
+
+
+def test_group_resubscribe_lifts_the_group_unsubscribe_it_undoes(client, ledger, sg):
+    ann, bo, *_ = send_emails(ledger, sg)
+    now = int(time.time())
+    events = [
+        sg.event_for(ann.record, "group_unsubscribe", timestamp=now - 60, asm_group_id=7),
+        sg.event_for(bo.record, "group_unsubscribe", timestamp=now - 50, asm_group_id=7),
+        sg.event_for(ann.record, "group_resubscribe", timestamp=now - 10, asm_group_id=7),
+    ]
+    response = post(client, sg, events)
+    assert response.json() == {
+        "stored": 3,
+        "replayed": 0,
+        "rejected": [],
+        "suppressions_added": 4,
+        "suppressions_removed": 2,
+    }
+    assert event_count(ledger) == 3  # the resubscribe is stored like any event
+    # ann's address and member are sendable again, whichever member now has the address; bo stays out
+    assert ledger.suppressed("email", [(ann.member_id, ann.address), (bo.member_id, bo.address)]) == {1}
+    assert not ledger.is_suppressed("email", ann.address.upper(), member_id="someone-else")
+    assert {(h, m) for _, h, m, _ in suppressions(ledger)} == {
+        (address_hash("email", bo.address), None),
+        (None, bo.member_id),
+    }
+    assert ledger.delivery(ann.delivery_id)["provider_state"] == "group_unsubscribe"  # state unchanged
+
+
+def test_a_replayed_group_resubscribe_is_a_no_op(client, ledger, sg):
+    [ann] = send_emails(ledger, sg, ["ann.lee@example.com"])
+    now = int(time.time())
+    resubscribe = sg.event_for(ann.record, "group_resubscribe", timestamp=now - 30, asm_group_id=7)
+    post(client, sg, [sg.event_for(ann.record, "group_unsubscribe", timestamp=now - 60), resubscribe])
+    assert not ledger.is_suppressed("email", ann.address, ann.member_id)
+    # ann unsubscribes again; then the earlier resubscribe arrives a second time (retry or replay)
+    post(client, sg, [sg.event_for(ann.record, "group_unsubscribe", timestamp=now - 5, asm_group_id=7)])
+    before = (event_count(ledger), suppressions(ledger))
+    replay = post(client, sg, [resubscribe])
+    assert replay.json() == {
+        "stored": 0,
+        "replayed": 1,
+        "rejected": [],
+        "suppressions_added": 0,
+        "suppressions_removed": 0,
+    }
+    assert (event_count(ledger), suppressions(ledger)) == before
+    assert ledger.is_suppressed("email", ann.address, ann.member_id)
+
+
+def test_group_resubscribe_never_lifts_another_reason(client, ledger, sg):
+    ann, bo, cy, di = send_emails(ledger, sg)
+    earlier = [
+        sg.event_for(ann.record, "bounce", type="bounce"),
+        sg.event_for(bo.record, "spamreport"),
+        sg.event_for(cy.record, "unsubscribe"),
+    ]
+    assert post(client, sg, earlier).json()["suppressions_added"] == 6
+    ledger.add_suppression("email", di.address, reason="invalid", source="support")
+    ledger.add_suppression("email", member_id=di.member_id, reason="manual", source="support")
+    before = suppressions(ledger)
+    assert {r for *_, r in before} == {"bounce", "spamreport", "unsubscribe", "invalid", "manual"}
+
+    response = post(client, sg, [sg.event_for(s.record, "group_resubscribe") for s in (ann, bo, cy, di)])
+    assert (response.json()["stored"], response.json()["suppressions_removed"]) == (4, 0)
+    assert suppressions(ledger) == before
+    batch = [(s.member_id, s.address) for s in (ann, bo, cy, di)]
+    assert ledger.suppressed("email", batch) == {0, 1, 2, 3}
+
+
+def test_group_resubscribe_without_an_address_lifts_nothing(client, ledger, sg):
+    [ann] = send_emails(ledger, sg, ["ann.lee@example.com"])
+    post(client, sg, [sg.event_for(ann.record, "group_unsubscribe", timestamp=int(time.time()) - 60)])
+    anonymous = sg.event_for(ann.record, "group_resubscribe")
+    del anonymous["email"]
+    assert post(client, sg, [anonymous]).json()["stored"] == 1
+    assert ledger.is_suppressed("email", None, ann.member_id)
+    assert len(suppressions(ledger)) == 2
 
 
 def test_dropped_mirrors_sendgrids_own_suppression_reason(client, ledger, sg):
@@ -86,7 +170,13 @@ def test_replayed_batch_is_a_no_op(client, ledger, sg):
     # the same batch again (SendGrid retrying, or someone replaying a captured request in the window)
     replay = post(client, sg, first)
     assert replay.status_code == 200
-    assert replay.json() == {"stored": 0, "replayed": 2, "rejected": [], "suppressions_added": 0}
+    assert replay.json() == {
+        "stored": 0,
+        "replayed": 2,
+        "rejected": [],
+        "suppressions_added": 0,
+        "suppressions_removed": 0,
+    }
     assert (event_count(ledger), suppressions(ledger), ledger.delivery(ann.delivery_id)) == before
     assert ledger.delivery(ann.delivery_id)["provider_state"] == "click"
 
@@ -248,7 +338,13 @@ def test_a_ledger_outage_asks_sendgrid_to_retry_and_the_retry_stores_everything(
     assert event_count(ledger) == 1
 
     retry = client.post(URL, content=body, headers=headers)  # SendGrid resends the same request
-    assert retry.json() == {"stored": 1, "replayed": 1, "rejected": [], "suppressions_added": 2}
+    assert retry.json() == {
+        "stored": 1,
+        "replayed": 1,
+        "rejected": [],
+        "suppressions_added": 2,
+        "suppressions_removed": 0,
+    }
     assert ledger.delivery(bo.delivery_id)["provider_state"] == "bounce"
 
 

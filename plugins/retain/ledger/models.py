@@ -41,6 +41,8 @@ SUPPRESSION_REASONS = (
     "invalid",
     "manual",
 )
+#: what the subscriber can undo (SMS START, a SendGrid group resubscribe); any other reason lasts
+LIFTABLE_REASONS = ("stop", "group_unsubscribe")
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

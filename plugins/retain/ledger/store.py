@@ -49,6 +49,7 @@ from sqlalchemy.engine import make_url
 
 from retain.ledger.models import (
     CHANNELS,
+    LIFTABLE_REASONS,
     SUPPRESSION_REASONS,
     CampaignRun,
     Delivery,
@@ -321,6 +322,32 @@ def _insert(conn: Connection, model: type) -> Any:
     """A dialect INSERT that supports ON CONFLICT DO NOTHING ... RETURNING on both backends."""
     ins = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     return ins(model)
+
+
+def _suppress(
+    conn: Connection,
+    channel: str,
+    reason: str,
+    source: str | None,
+    subject: dict[str, str],
+    conflict: list[str],
+) -> bool:
+    """Insert one suppression; True when it is new or now carries ``reason``. An existing one keeps its
+    first reason, except that a lasting reason (bounce, spam report, ...) replaces one the subscriber can
+    lift (STOP, a group unsubscribe): a later START or resubscribe must not make a bounced address
+    sendable again."""
+    ins = _insert(conn, Suppression).values(
+        channel=channel, reason=reason, source=source, created_at=utcnow(), **subject
+    )
+    if reason in LIFTABLE_REASONS:
+        ins = ins.on_conflict_do_nothing(index_elements=conflict)
+    else:
+        ins = ins.on_conflict_do_update(
+            index_elements=conflict,
+            set_={"reason": reason, "source": source},
+            where=Suppression.__table__.c.reason.in_(LIFTABLE_REASONS),
+        )
+    return conn.execute(ins.returning(Suppression.id)).first() is not None
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -1015,11 +1042,7 @@ class Ledger:
                 subjects = [({"address_hash": hashed}, ["channel", "address_hash"])] if hashed else []
                 subjects += [({"member_id": m}, ["channel", "member_id"]) for m in sorted(members)]
                 for subject, conflict in subjects:
-                    ins = _insert(conn, Suppression).values(
-                        channel=channel, reason=suppress, source=provider, created_at=utcnow(), **subject
-                    )
-                    ins = ins.on_conflict_do_nothing(index_elements=conflict)
-                    added += conn.execute(ins.returning(Suppression.id)).first() is not None
+                    added += _suppress(conn, channel, suppress, provider, subject, conflict)
             if unsuppress is not None and (hashed or members):
                 s = Suppression.__table__.c
                 who = []
@@ -1062,7 +1085,8 @@ class Ledger:
         source: str | None = None,
     ) -> int:
         """Suppress an address (stored as its hash) and/or a member on one channel. Idempotent: an
-        existing suppression keeps its first reason. Returns how many rows were added (0-2)."""
+        existing suppression keeps its first reason unless a lasting reason replaces a liftable one
+        (``_suppress``). Returns how many rows were added or given the lasting reason (0-2)."""
         if channel not in CHANNELS:
             raise ValueError(f"unknown channel {channel!r}")
         if reason not in SUPPRESSION_REASONS:
@@ -1077,11 +1101,7 @@ class Ledger:
         added = 0
         with self._tx() as conn:
             for subject, conflict in subjects:
-                stmt = _insert(conn, Suppression).values(
-                    channel=channel, reason=reason, source=source, created_at=utcnow(), **subject
-                )
-                stmt = stmt.on_conflict_do_nothing(index_elements=conflict)
-                added += conn.execute(stmt.returning(Suppression.id)).first() is not None
+                added += _suppress(conn, channel, reason, source, subject, conflict)
         log.info("ledger suppression %s/%s from %s: %s added", channel, reason, source, added)
         return added
 

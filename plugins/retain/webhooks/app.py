@@ -162,12 +162,13 @@ def create_app(
                 "retain webhook sendgrid: event %s not stored: %s", problem["index"], problem["reason"]
             )
         log.info(
-            "retain webhook sendgrid: %s events, %s stored, %s replayed, %s rejected, %s suppressions added",
+            "retain webhook sendgrid: %s events, %s stored, %s replayed, %s rejected, suppressions +%s -%s",
             len(events),
             result.stored,
             result.replayed,
             len(result.rejected),
             result.suppressions_added,
+            result.suppressions_removed,
         )
         # 2xx even when some (or all) events were unusable: SendGrid resends any non-2xx batch for up to
         # 24 hours, and resending would not make them usable. Only a storage failure (503) asks for that.

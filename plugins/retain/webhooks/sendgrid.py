@@ -57,6 +57,9 @@ DROPPED_REASONS = {
     "Unsubscribed Address": "unsubscribe",
     "Spam Reporting Address": "spamreport",
 }
+# An event that undoes one suppression reason and no other: a resubscribe lifts the group unsubscribe it
+# reverses, never a bounce, spam report, global unsubscribe, invalid or manual suppression.
+LIFTING_EVENTS = {"group_resubscribe": "group_unsubscribe"}
 # Kept out of the stored payload: the recipient (hashed into suppressions instead) and the opener's IP.
 _NOT_STORED = ("email", "ip")
 
@@ -114,6 +117,7 @@ class BatchResult:
     replayed: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
     suppressions_added: int = 0
+    suppressions_removed: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -121,6 +125,7 @@ class BatchResult:
             "replayed": self.replayed,
             "rejected": self.rejected,
             "suppressions_added": self.suppressions_added,
+            "suppressions_removed": self.suppressions_removed,
         }
 
 
@@ -183,9 +188,12 @@ def _payload(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply(ledger: Ledger, event: dict[str, Any]) -> EventApplied:
-    """One validated event into the ledger (stored, state, suppression) in one transaction."""
+    """One validated event into the ledger (stored, state, suppression) in one transaction. A
+    ``group_resubscribe`` lifts the ``group_unsubscribe`` suppression of its address and of the delivery's
+    member, only when the event names an address (a lifted suppression means mail is sent again)."""
     kind = event["event"]
     suppress = SUPPRESSING_EVENTS.get(kind)
+    unsuppress = LIFTING_EVENTS.get(kind) if event.get("email") else None
     if kind == "bounce" and event.get("type") == "blocked":
         suppress = None  # a block is the receiving server refusing for now, not a dead address
     if kind == "dropped":
@@ -201,7 +209,8 @@ def apply(ledger: Ledger, event: dict[str, Any]) -> EventApplied:
         provider_message_id=_message_id(event),
         state=kind if kind in STATE_EVENTS else None,
         suppress=suppress,
-        address=event.get("email") if suppress else None,
+        unsuppress=unsuppress,
+        address=event.get("email") if suppress or unsuppress else None,
     )
 
 
@@ -223,6 +232,7 @@ def handle_batch(ledger: Ledger, events: list[Any]) -> BatchResult:
         if applied.new:
             result.stored += 1
             result.suppressions_added += applied.suppressions_added
+            result.suppressions_removed += applied.suppressions_removed
         else:
             result.replayed += 1
     return result
