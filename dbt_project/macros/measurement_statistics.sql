@@ -73,6 +73,53 @@
     {{ two_sided_p_value(z) }} < 0.05 as is_significant
 {%- endmacro %}
 
+{#-
+    Aggregates of one arm (an audience variant, or the holdout) in a select grouped by the arm, over rows
+    with the columns of int_campaign_members_attributed, each row one unit of the audience: a member in
+    campaign_performance, an entry in journey_performance. These are the arm columns
+    arm_vs_holdout_columns reads; message counts are messages, audience and converted are units.
+-#}
+{% macro arm_measures() -%}
+    count(*) as audience,
+    sum(messages_sent)::bigint as sent,
+    sum(messages_delivered)::bigint as delivered,
+    sum(messages_bounced)::bigint as bounced,
+    sum(messages_opened)::bigint as opened,
+    sum(messages_clicked)::bigint as clicked,
+    sum(messages_unsubscribed)::bigint as unsubscribed,
+    count(*) filter (where is_converted) as converted,
+    sum(revenue_base)::decimal(18, 2) as revenue_base,
+    max(attribution_window_days) as attribution_window_days,
+    bool_and(is_attribution_complete) as is_attribution_complete
+{%- endmacro %}
+
+{#-
+    The measured columns of a treated arm against its holdout, in the order campaign_performance and
+    journey_performance both expose them: the arm's audience, message counts, conversions and revenue, its
+    conversion_rate, the holdout's audience, conversions and rate, the lift_columns statistics, and the
+    attribution window. arm and holdout are the aliases of the joined arm and holdout relations (the holdout
+    needs only audience and converted); on an unmatched arm (the holdout row itself, a run without a
+    holdout) every holdout and lift column is null.
+-#}
+{% macro arm_vs_holdout_columns(arm, holdout) -%}
+    {{ arm }}.audience,
+    {{ arm }}.sent,
+    {{ arm }}.delivered,
+    {{ arm }}.bounced,
+    {{ arm }}.opened,
+    {{ arm }}.clicked,
+    {{ arm }}.unsubscribed,
+    {{ arm }}.converted,
+    {{ arm }}.revenue_base,
+    round({{ arm }}.converted / {{ arm }}.audience, 6) as conversion_rate,
+    {{ holdout }}.audience as holdout_audience,
+    {{ holdout }}.converted as holdout_converted,
+    round({{ holdout }}.converted / {{ holdout }}.audience, 6) as holdout_conversion_rate,
+    {{ lift_columns(arm ~ '.converted', arm ~ '.audience', holdout ~ '.converted', holdout ~ '.audience') }},
+    {{ arm }}.attribution_window_days,
+    {{ arm }}.is_attribution_complete
+{%- endmacro %}
+
 {#- The measurement_excluded_skip_reasons var as a SQL predicate on skip_reason. -#}
 {% macro measured_skip_reason(column) -%}
     {%- set excluded = var('measurement_excluded_skip_reasons', []) or [] -%}

@@ -21,17 +21,7 @@ arms as (
         count(distinct campaign_run_id) as runs,
         min(logical_date) as first_logical_date,
         max(logical_date) as last_logical_date,
-        count(*) as audience,
-        sum(messages_sent)::bigint as sent,
-        sum(messages_delivered)::bigint as delivered,
-        sum(messages_bounced)::bigint as bounced,
-        sum(messages_opened)::bigint as opened,
-        sum(messages_clicked)::bigint as clicked,
-        sum(messages_unsubscribed)::bigint as unsubscribed,
-        count(*) filter (where is_converted) as converted,
-        sum(revenue_base)::decimal(18, 2) as revenue_base,
-        max(attribution_window_days) as attribution_window_days,
-        bool_and(is_attribution_complete) as is_attribution_complete
+        {{ arm_measures() }}
 
     from units
     group by journey, journey_step, variant
@@ -57,22 +47,7 @@ final as (
         arms.runs,
         arms.first_logical_date,
         arms.last_logical_date,
-        arms.audience,
-        arms.sent,
-        arms.delivered,
-        arms.bounced,
-        arms.opened,
-        arms.clicked,
-        arms.unsubscribed,
-        arms.converted,
-        arms.revenue_base,
-        round(arms.converted / arms.audience, 6) as conversion_rate,
-        holdouts.audience as holdout_audience,
-        holdouts.converted as holdout_converted,
-        round(holdouts.converted / holdouts.audience, 6) as holdout_conversion_rate,
-        {{ lift_columns('arms.converted', 'arms.audience', 'holdouts.converted', 'holdouts.audience') }},
-        arms.attribution_window_days,
-        arms.is_attribution_complete,
+        {{ arm_vs_holdout_columns('arms', 'holdouts') }},
         {{ as_of_date() }} as as_of_date
 
     from arms
