@@ -81,3 +81,21 @@ def test_connection_is_reopened_periodically_and_reads_stay_correct(warehouse, m
         assert len(members.get([str(i) for i in range(start, start + 100)])) == 100
     members.close()
     assert len(opened) == 7  # a fresh connection (and buffer cache) every other batch of the 12
+
+
+def test_lookups_start_no_threads(warehouse):
+    """DuckDB 2.0 starts a worker and eight async I/O threads per open database by default; the member
+    source reopens its connection every few dozen batches, and each new thread took a malloc arena that
+    kept memory (the 1M-message run's RSS grew). Lookups run on the caller's thread alone."""
+    import os
+
+    def threads() -> int:
+        return len(os.listdir("/proc/self/task"))
+
+    before = threads()
+    members = MemberSource.from_warehouse(warehouse)
+    members.reopen_every = 2
+    for start in range(1, 1201, 200):
+        assert len(members.get([str(i) for i in range(start, start + 200)])) == 200
+        assert threads() == before
+    members.close()

@@ -93,7 +93,15 @@ class WarehouseMembers(MemberSource):
                 raise FileNotFoundError(
                     f"warehouse {self.path} not found (RETAIN_WAREHOUSE); build the marts first"
                 )
-            self._con = duckdb.connect(str(self.path), read_only=True)
+            # An in-memory database of its own that attaches the warehouse read-only: its settings are
+            # its own (a second open of the file in this process with other settings is refused), and
+            # closing it drops its buffer cache. One thread and no async I/O threads: a lookup by a few
+            # hundred ids needs no parallelism, and DuckDB 2.0 otherwise starts ten threads per open;
+            # with a reopen every ``reopen_every`` queries, each new thread took a glibc malloc arena
+            # that kept a few MB (the dispatcher's RSS grew with the run).
+            self._con = duckdb.connect(":memory:", config={"threads": 1, "async_threads": 0})
+            self._con.execute("ATTACH ? AS warehouse (READ_ONLY)", [str(self.path)])
+            self._con.execute("USE warehouse")
             types = dict(
                 self._con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {self.table})").fetchall()
             )
