@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
-from retain.channels import OutgoingSms, channel_for
+from retain.channels import LookupResult, OutgoingSms, channel_for
 from retain.channels.throttle import TokenBucket
 from retain.channels.twilio import TwilioChannel
 from retain.testing import TwilioServer
@@ -125,6 +126,37 @@ def test_lookup_after_in_doubt_finds_a_late_accept(tw):
     found = ch.lookup(12)
     assert found.found and found.provider_message_id == tw.received[0].sid
     assert ch.lookup(999) is None  # never attempted here: Twilio has no delivery id to search by
+
+
+def test_a_new_process_finds_a_crashed_send_from_the_ledgers_hint(tw, assert_no_address_logged):
+    """The process that sent is gone (its in-memory list of sends in doubt with it): a fresh channel
+    finds the message from what the ledger kept (number re-read, content hash, claim time)."""
+    from datetime import UTC, datetime, timedelta
+
+    from retain.channels.base import LookupHint, content_hash
+
+    claimed = datetime.now(UTC) - timedelta(seconds=5)
+    crashed = channel(tw)
+    crashed.send_batch([sms(20, to="+14155550120", body="Your points expire Friday")])
+    [record] = tw.received
+
+    fresh = channel(tw, lookup_settle_s=600)
+    assert fresh.lookup(20) is None  # no hint: it cannot tell
+    hint = LookupHint("+14155550120", content_hash("", "", "Your points expire Friday"), claimed)
+    found = fresh.lookup(20, hint)
+    assert found.found and found.provider_message_id == record.sid
+    assert "+14155550120" not in repr(hint)
+
+    other_body = LookupHint("+14155550120", content_hash("", "", "Another text"), claimed)
+    assert fresh.lookup(21, other_body) is None  # not listed, not settled yet: still in doubt
+    settled = channel(tw, lookup_settle_s=0.0)
+    assert settled.lookup(21, other_body) == LookupResult(False)  # provably absent: send it again
+    # a claim made after that message (skew allowed for) is not answered by it: an hour later, absent
+    later = channel(tw, lookup_settle_s=600, clock=lambda: time.time() + 3600)
+    before_send = LookupHint(hint.to, hint.content_hash, datetime.now(UTC) + timedelta(minutes=5))
+    assert later.lookup(20, before_send) == LookupResult(False)
+    assert len(tw.received) == 1
+    assert_no_address_logged("+14155550120")
 
 
 def test_throttle_paces_requests(tw):

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from retain.channels.base import Channel, LookupResult, Outgoing, SendOutcome
+from retain.channels.base import Channel, LookupHint, LookupResult, Outgoing, SendOutcome
 from tests.ledger.conftest import ledger, ledger_url, pg_database  # noqa: F401 - shared fixtures
 
 # 2026-06-30 12:00 UTC: 08:00 in New York, 14:00 in Berlin, 20:00 in Shanghai (outside SMS quiet hours)
@@ -79,7 +79,7 @@ class RecordingChannel(Channel):
                 out.append(SendOutcome(m.delivery_id, "failed", self.provider, error=f"400 bad {m.to}"))
         return out
 
-    def lookup(self, delivery_id: int) -> LookupResult | None:
+    def lookup(self, delivery_id: int, hint: LookupHint | None = None) -> LookupResult | None:
         hits = [m for m in self.accepted if m.delivery_id == delivery_id]
         return LookupResult(True, f"msg-{delivery_id}") if hits else LookupResult(False)
 

@@ -17,7 +17,7 @@ import pytest
 
 from retain.dispatch import MemberSource, deliver, prepare
 from retain.ledger import Ledger
-from retain.testing import SendGridServer
+from retain.testing import SendGridServer, TwilioServer
 from retain.testing.faults import Outcome
 from tests.dispatch import _workers
 from tests.dispatch.conftest import member
@@ -107,6 +107,62 @@ def test_worker_killed_mid_batch_then_rerun_sends_each_message_exactly_once(ledg
         ids = {d["id"]: d for d in map(ledger.delivery, range(1, 151))}
         by_msg = {r.custom_args["delivery_id"]: r.message_id for r in server.received}
         assert all(ids[i]["provider_message_id"] == by_msg[str(i)] for i in ids)
+        ledger.close()
+        assert_no_clear_addresses(stderr, rows)
+
+
+def test_sms_worker_killed_mid_batch_then_rerun_reconciles_through_twilios_list(ledger_url, tmp_path):
+    """Twilio keeps no delivery id: the process that knew what it sent is gone. The re-run recognises the
+    accepted messages in Twilio's Messages list by number (re-read), content hash (recorded on the row
+    before the send) and claim time; what Twilio never got is sent again, once."""
+    path, rows = members_file(tmp_path, 150)
+    with TwilioServer(timeout_rate=1.0, timeout_s=0.3, timeout_after_accept=True) as server:
+        worker = spawn(ledger_url, server.url, str(path), "scheduled__1", "doomed", "--prepare", "--sms")
+        deadline = time.monotonic() + 60
+        while len(server.received) < 60 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.kill(worker.pid, signal.SIGKILL)
+        _, stderr = worker.communicate()
+        assert worker.returncode == -signal.SIGKILL
+        assert 60 <= len(server.received) < 150
+        server.set_faults(timeout_rate=0.0)
+
+        ledger = Ledger.open(ledger_url)
+        run = ledger.start_run(_workers.SMS_SPEC.campaign, "manual__rerun", _workers.LOGICAL)
+        in_doubt = ledger.in_doubt(timedelta(0), run=run)
+        assert in_doubt and all(row.content_hash for row in in_doubt)
+        accepted = {r.to for r in server.received}
+        doubted = {str(row.member_id) for row in in_doubt}
+        reports = []
+        for _ in range(6):
+            report = deliver(
+                ledger,
+                _workers.SMS_SPEC,
+                run,
+                channels={"sms": _workers.twilio(server.url, lookup_settle_s=0.0)},
+                members=MemberSource.from_rows(rows),
+                context_for=None,
+                worker_id="finisher",
+                now=_workers.NOW,
+                lease=timedelta(0),
+                retry_base_s=0.01,
+            )
+            reports.append(report)
+            if report.finished:
+                break
+        assert reports[-1].finished
+        reconciled = reports[0].reconciled
+        assert sum(reconciled.values()) == len(in_doubt) and "still_in_doubt" not in reconciled
+        # the rows in doubt whose message Twilio had were found, not sent again
+        found = sum(1 for row in in_doubt if rows[int(row.member_id) - 1]["phone_e164"] in accepted)
+        assert reconciled["sent"] == found > 0 and doubted
+        counts = server.count_by("to")
+        assert len(counts) == 150 and set(counts.values()) == {1}  # 0 misses, 0 duplicates
+        assert ledger.run_summary(run)["by_status"] == {"sent": 150}
+        sids = {r.to: r.sid for r in server.received}
+        for i in range(1, 151):
+            row = ledger.delivery(i)
+            assert row["provider_message_id"] == sids[rows[int(row["member_id"]) - 1]["phone_e164"]]
         ledger.close()
         assert_no_clear_addresses(stderr, rows)
 

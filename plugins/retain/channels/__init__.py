@@ -7,7 +7,15 @@ files under ``RETAIN_OUTBOX_DIR``, when the connection is not defined.
 
 from __future__ import annotations
 
-from retain.channels.base import Channel, LookupResult, Outgoing, OutgoingEmail, OutgoingSms, SendOutcome
+from retain.channels.base import (
+    Channel,
+    LookupHint,
+    LookupResult,
+    Outgoing,
+    OutgoingEmail,
+    OutgoingSms,
+    SendOutcome,
+)
 from retain.channels.throttle import SMS_LONG_CODE_RATE_PER_S, TokenBucket
 
 SENDGRID_CONN_ID = "sendgrid_default"
@@ -15,6 +23,7 @@ TWILIO_CONN_ID = "twilio_default"
 
 __all__ = [
     "Channel",
+    "LookupHint",
     "LookupResult",
     "Outgoing",
     "OutgoingEmail",

@@ -22,8 +22,10 @@ Outcome statuses:
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 OutcomeStatus = Literal["sent", "failed", "retry", "in_doubt"]
@@ -84,6 +86,27 @@ class LookupResult:
     provider_message_id: str | None = None
 
 
+@dataclass(frozen=True)
+class LookupHint:
+    """What the ledger knows of a delivery left in doubt by a process that is gone, for a provider that
+    cannot be searched by delivery id (Twilio): the address it went to (re-read from the warehouse and
+    checked against the row's address hash), ``content_hash()`` of what was sent, and when it was
+    claimed (the send came after). ``__repr__`` hides the address."""
+
+    to: str
+    content_hash: str
+    since: datetime
+
+    def __repr__(self) -> str:
+        return f"LookupHint(to=<hidden>, content_hash={self.content_hash[:12]}..., since={self.since!r})"
+
+
+def content_hash(subject: str, html: str, text: str) -> str:
+    """sha256 of a message as sent (subject, HTML, text; an SMS has only text): stored on the ledger row
+    before a send that may need a lookup, compared with what a provider lists."""
+    return hashlib.sha256("\x1f".join((subject, html, text)).encode()).hexdigest()
+
+
 class Channel(abc.ABC):
     """One provider for one channel. Instances are used by one dispatcher worker at a time, but
     ``send_batch`` may use threads inside (bounded concurrency)."""
@@ -92,14 +115,17 @@ class Channel(abc.ABC):
     provider: str
     #: "email" or "sms"
     channel: str
+    #: True when ``lookup`` needs a ``LookupHint`` for deliveries this instance did not send itself
+    #: (the dispatcher then records each message's content hash before sending it)
+    lookup_needs_hint: bool = False
 
     @abc.abstractmethod
     def send_batch(self, messages: Sequence[Outgoing]) -> list[SendOutcome]:
         """Send each message at most once per call; one outcome per message, same order."""
 
-    def lookup(self, delivery_id: int) -> LookupResult | None:
-        """Ask the provider whether a delivery (by its custom arg / idempotency metadata) was accepted.
-        ``None`` when the provider cannot tell (the row stays in doubt)."""
+    def lookup(self, delivery_id: int, hint: LookupHint | None = None) -> LookupResult | None:
+        """Ask the provider whether a delivery (by its custom arg / idempotency metadata, or by ``hint``)
+        was accepted. ``None`` when the provider cannot tell (the row stays in doubt)."""
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook

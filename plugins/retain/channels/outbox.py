@@ -26,7 +26,15 @@ from email.policy import default as default_policy
 from email.utils import format_datetime, formataddr, make_msgid
 from pathlib import Path
 
-from retain.channels.base import Channel, LookupResult, Outgoing, OutgoingEmail, OutgoingSms, SendOutcome
+from retain.channels.base import (
+    Channel,
+    LookupHint,
+    LookupResult,
+    Outgoing,
+    OutgoingEmail,
+    OutgoingSms,
+    SendOutcome,
+)
 from retain.channels.throttle import TokenBucket
 from retain.ledger import redact
 
@@ -156,7 +164,7 @@ class OutboxChannel(Channel):
     def send_batch(self, messages: Sequence[Outgoing]) -> list[SendOutcome]:
         return [self._send(m) for m in messages]
 
-    def lookup(self, delivery_id: int) -> LookupResult | None:
+    def lookup(self, delivery_id: int, hint: LookupHint | None = None) -> LookupResult | None:
         """A written file is the proof: found when ``<delivery_id>.<ext>`` exists under any campaign."""
         base = self.directory / self.channel
         try:

@@ -45,7 +45,7 @@ from typing import Any
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from retain.channels.base import Channel, LookupResult, Outgoing, OutgoingEmail, SendOutcome
+from retain.channels.base import Channel, LookupHint, LookupResult, Outgoing, OutgoingEmail, SendOutcome
 from retain.channels.throttle import TokenBucket
 from retain.ledger import redact
 
@@ -428,7 +428,7 @@ class SendGridChannel(Channel):
         return outcomes
 
     # -- lookup through the Email Activity API -------------------------------------------------------
-    def lookup(self, delivery_id: int) -> LookupResult | None:
+    def lookup(self, delivery_id: int, hint: LookupHint | None = None) -> LookupResult | None:
         """GET /v3/messages with ``query=unique_args['delivery_id']="<id>"``. ``None`` when the API
         cannot answer (no Email Activity add-on, an error, a timeout)."""
         query = f"unique_args['delivery_id']=\"{int(delivery_id)}\""

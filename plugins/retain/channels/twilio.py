@@ -41,7 +41,15 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from retain.channels.base import Channel, LookupResult, Outgoing, OutgoingSms, SendOutcome
+from retain.channels.base import (
+    Channel,
+    LookupHint,
+    LookupResult,
+    Outgoing,
+    OutgoingSms,
+    SendOutcome,
+    content_hash,
+)
 from retain.channels.throttle import TokenBucket
 from retain.ledger import redact
 
@@ -64,9 +72,18 @@ def body_hash(body: str) -> str:
 
 @dataclass(frozen=True)
 class _Pending:
+    """A send this channel could not settle: the number, the body's hash (``body_sha256`` for its own
+    attempts, ``content_hash()`` for one a ``LookupHint`` describes) and when it was attempted."""
+
     to: str
-    body_sha256: str
     attempted_at: float
+    body_sha256: str | None = None
+    content_hash: str | None = None
+
+    def matches(self, body: str) -> bool:
+        if self.body_sha256 is not None:
+            return body_hash(body) == self.body_sha256
+        return content_hash("", "", body) == self.content_hash
 
 
 @dataclass
@@ -98,6 +115,7 @@ def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
 class TwilioChannel(Channel):
     provider = "twilio"
     channel = "sms"
+    lookup_needs_hint = True  # Twilio keeps no delivery id: a lookup searches by number and body
 
     def __init__(
         self,
@@ -243,7 +261,7 @@ class TwilioChannel(Channel):
             return SendOutcome(m.delivery_id, "failed", self.provider, error=result.error, suppress=suppress)
         if result.kind == "exhausted":
             return SendOutcome(m.delivery_id, "retry", self.provider, error=result.error)
-        pending = _Pending(m.to, body_hash(m.body), started)
+        pending = _Pending(m.to, started, body_sha256=body_hash(m.body))
         found = self._search(pending)
         if found is not None and found.found:
             return SendOutcome(m.delivery_id, "sent", self.provider, found.provider_message_id)
@@ -274,7 +292,7 @@ class TwilioChannel(Channel):
                 created = message.date_created
                 if created is not None and created < since - timedelta(seconds=1):
                     continue
-                if message.body is not None and body_hash(message.body) == pending.body_sha256:
+                if message.body is not None and pending.matches(message.body):
                     return LookupResult(True, message.sid)
         except TwilioRestException as exc:
             log.warning("twilio: message lookup failed: HTTP %s code %s", exc.status, exc.code)
@@ -288,9 +306,15 @@ class TwilioChannel(Channel):
             return None
         return LookupResult(False)
 
-    def lookup(self, delivery_id: int) -> LookupResult | None:
+    def lookup(self, delivery_id: int, hint: LookupHint | None = None) -> LookupResult | None:
+        """Search the Messages list for a delivery this channel left in doubt, or, after its process is
+        gone, for the one ``hint`` describes (the number, the content hash the dispatcher recorded before
+        sending, the claim time). Found -> its SID; absent once ``lookup_settle_s`` has passed since the
+        attempt -> not found (the dispatcher sends it again); otherwise ``None``: still in doubt."""
         with self._lock:
             pending = self._pending.get(delivery_id)
+        if pending is None and hint is not None:
+            pending = _Pending(hint.to, hint.since.timestamp(), content_hash=hint.content_hash)
         if pending is None:
             return None
         found = self._search(pending)

@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from retain.channels.base import Channel, SendOutcome
+from retain.channels.base import Channel, LookupHint, SendOutcome
 from retain.dispatch import checks
 from retain.dispatch.members import MemberSource
 from retain.dispatch.prepare import sample_member
 from retain.dispatch.render import outgoing, render_message
 from retain.dispatch.shared import send_with_shared
 from retain.dispatch.types import CircuitBreaker, ContextFor, DispatchSpec, Recipient
-from retain.ledger import ClaimedDelivery, Ledger, LedgerError, Run, redact
+from retain.ledger import ClaimedDelivery, Ledger, LedgerError, Run, address_hash, redact
 from retain.ledger.models import utcnow
 from retain.ledger.store import DEFAULT_LEASE
 
@@ -97,17 +97,21 @@ def reconcile_in_doubt(
     run: Run,
     channels: Mapping[str, Channel],
     *,
+    members: MemberSource | None = None,
     lease: timedelta = DEFAULT_LEASE,
     now: datetime | None = None,
 ) -> Counter:
     """Ask the provider about every row left in ``sending`` longer than ``lease`` (its worker died or
     its answer was lost): found -> sent with the provider's id; provably absent -> queued again (failed
-    once attempts are used up); the provider cannot tell -> stays in doubt, counted."""
+    once attempts are used up); the provider cannot tell -> stays in doubt, counted. A channel that
+    searches by address and content (Twilio) gets a ``LookupHint`` built from ``members``."""
     out: Counter = Counter()
-    for row in ledger.in_doubt(lease, run=run, now=now):
+    rows = ledger.in_doubt(lease, run=run, now=now)
+    hints = _lookup_hints(rows, channels, members)
+    for row in rows:
         channel = channels.get(row.channel)
         try:
-            found = channel.lookup(row.id) if channel is not None else None
+            found = channel.lookup(row.id, hints.get(row.id)) if channel is not None else None
         except Exception as exc:  # noqa: BLE001 - a lookup that breaks settles nothing: still in doubt
             log.warning("dispatch lookup of delivery %s failed: %s", row.id, type(exc).__name__)
             found = None
@@ -129,6 +133,36 @@ def reconcile_in_doubt(
     if out:
         log.info("dispatch reconcile %s/%s: %s", run.campaign, run.run_id, dict(out))
     return out
+
+
+def _lookup_hints(
+    rows: Sequence[ClaimedDelivery], channels: Mapping[str, Channel], members: MemberSource | None
+) -> dict[int, LookupHint]:
+    """Per row a channel can only search for by address and content: the member's address now, when it
+    is still the one the row was queued for (its hash matches), the content hash recorded before the
+    send, and the claim time. Rows without all three get no hint and stay in doubt."""
+    wanted = [
+        r
+        for r in rows
+        if getattr(channels.get(r.channel), "lookup_needs_hint", False)
+        and r.content_hash
+        and r.address_hash
+        and not r.is_test
+    ]
+    if not wanted or members is None:
+        return {}
+    found = members.get(sorted({r.member_id for r in wanted}))
+    hints: dict[int, LookupHint] = {}
+    for row in wanted:
+        member = found.get(row.member_id)
+        address = (
+            checks.valid_address(row.channel, checks.member_address(row.channel, member) or "")
+            if member
+            else None
+        )
+        if address is not None and address_hash(row.channel, address) == row.address_hash:
+            hints[row.id] = LookupHint(address, row.content_hash, row.claimed_at)
+    return hints
 
 
 def deliver(
@@ -162,7 +196,7 @@ def deliver(
         log.info("dispatch deliver %s/%s: run is paused, nothing claimed", run.campaign, run.run_id)
         return report
     # claimed_at is the ledger's wall clock, so the lease is measured on it (not on a fixed ``now``)
-    report.reconciled = reconcile_in_doubt(ledger, run, channels, lease=lease)
+    report.reconciled = reconcile_in_doubt(ledger, run, channels, members=members, lease=lease)
     renderer = get_renderer(spec.templates_dir)
     breaker = _Breaker(spec.circuit_breaker, ledger, run)
     rec = _Recorder(ledger, channels, worker_id, clock, retry_base_s, report, breaker)
@@ -461,6 +495,10 @@ def _stage_batch(
         if message.context is not None:
             contexts[row.id] = message.context
 
+    # 4. what only a search could find after a crash: the content hash, on the row before the send
+    for name, items in by_channel.items():
+        if channels[name].lookup_needs_hint:
+            ledger.record_content([(row.id, chash) for row, _, chash, _ in items], worker_id=worker_id)
     return by_channel, contexts
 
 

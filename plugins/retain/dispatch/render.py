@@ -3,12 +3,12 @@ rendered content, its hash for the ledger, and the channel's outgoing message.""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from retain.channels.base import Outgoing, OutgoingEmail, OutgoingSms
+from retain.channels.base import content_hash as hash_content
 from retain.dispatch.types import ContextFor, DispatchSpec, Recipient
 from retain.rendering import Campaign, Renderer, build_context
 
@@ -28,7 +28,7 @@ class RenderedMessage:
     @property
     def content_hash(self) -> str:
         """sha256 of what was sent (subject, HTML, text): stored on the ledger row."""
-        return hashlib.sha256("\x1f".join((self.subject, self.html, self.text)).encode()).hexdigest()
+        return hash_content(self.subject, self.html, self.text)
 
     def preview(self) -> dict[str, Any]:
         if self.channel == "email":

@@ -715,6 +715,23 @@ class Ledger:
                     raise LedgerError(f"delivery {delivery_id} is {status}, not sending by this worker")
         log.info("ledger delivery %s sent via %s (%s)", delivery_id, provider, provider_message_id)
 
+    def record_content(self, items: Sequence[tuple[int, str]], *, worker_id: str) -> None:
+        """Before a send that only a search can settle later (Twilio keeps no delivery id): each claimed
+        row's ``(delivery_id, content_hash)``, committed durably, so a reconcile after a crash can
+        recognise the message among what the provider lists. Rows no longer sending by this worker are
+        left as they are."""
+        if not items:
+            return
+        cols = Delivery.__table__.c
+        stmt = (
+            update(Delivery)
+            .where(cols.id == bindparam("b_id"), cols.status == "sending", cols.worker_id == worker_id)
+            .values(content_hash=bindparam("b_hash"))
+        )
+        with self._tx(durable=True) as conn:
+            for chunk in _chunks([{"b_id": i, "b_hash": h} for i, h in items]):
+                conn.execute(stmt, list(chunk))
+
     def mark_sent_many(
         self,
         sent: Sequence[tuple[int, str, str | None, str | None]],
