@@ -184,6 +184,26 @@ def test_factory_builds_twilio_from_the_connection_with_the_sms_default_rate(tw,
     assert outcome.status == "sent"
 
 
+def test_connection_numbers_are_read_and_a_bad_one_is_named(tw, monkeypatch):
+    extra = {
+        "from_number": FROM,
+        "timeout_s": "2.5",
+        "concurrency": "2",
+        "max_attempts": "",
+        "lookup_settle_s": 30,
+    }
+    conn = {"login": tw.account_sid, "password": tw.auth_token, "host": tw.url, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_TWILIO_DEFAULT", json.dumps(conn))
+    ch = channel_for("sms")
+    assert (ch.timeout_s, ch.concurrency, ch.max_attempts, ch.lookup_settle_s) == (2.5, 2, 4, 30.0)
+    conn["extra"] = {**extra, "concurrency": "four"}
+    monkeypatch.setenv("AIRFLOW_CONN_TWILIO_DEFAULT", json.dumps(conn))
+    with pytest.raises(
+        ValueError, match="connection 'twilio_default': extra concurrency 'four' is not a number"
+    ):
+        channel_for("sms")
+
+
 def test_connection_without_a_sender_is_refused(tw, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_TWILIO_DEFAULT", json.dumps({"login": "AC1", "password": "t"}))
     with pytest.raises(ValueError, match="messaging_service_sid or from_number"):

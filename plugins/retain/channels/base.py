@@ -26,7 +26,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 OutcomeStatus = Literal["sent", "failed", "retry", "in_doubt"]
 
@@ -105,6 +105,30 @@ def content_hash(subject: str, html: str, text: str) -> str:
     """sha256 of a message as sent (subject, HTML, text; an SMS has only text): stored on the ledger row
     before a send that may need a lookup, compared with what a provider lists."""
     return hashlib.sha256("\x1f".join((subject, html, text)).encode()).hexdigest()
+
+
+#: connection extras every provider channel reads as numbers
+NUMERIC_EXTRAS = (
+    ("timeout_s", float),
+    ("concurrency", int),
+    ("max_attempts", int),
+    ("lookup_settle_s", float),
+)
+
+
+def numeric_extras(conn: Any) -> dict[str, Any]:
+    """The ``NUMERIC_EXTRAS`` an Airflow connection sets (empty values left out), converted; a value that
+    is not a number is an error naming the connection and the key."""
+    extra, out = dict(conn.extra), {}
+    for key, cast in NUMERIC_EXTRAS:
+        if extra.get(key) not in (None, ""):
+            try:
+                out[key] = cast(extra[key])
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"connection {conn.conn_id!r}: extra {key} {extra[key]!r} is not a number"
+                ) from None
+    return out
 
 
 class Channel(abc.ABC):

@@ -45,7 +45,15 @@ from typing import Any
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from retain.channels.base import Channel, LookupHint, LookupResult, Outgoing, OutgoingEmail, SendOutcome
+from retain.channels.base import (
+    Channel,
+    LookupHint,
+    LookupResult,
+    Outgoing,
+    OutgoingEmail,
+    SendOutcome,
+    numeric_extras,
+)
 from retain.channels.throttle import TokenBucket
 from retain.ledger import redact
 
@@ -153,19 +161,7 @@ class SendGridChannel(Channel):
     def from_connection(cls, conn: Any, *, throttle: TokenBucket | None = None, **kw: Any) -> SendGridChannel:
         extra = dict(conn.extra)
         options: dict[str, Any] = {"sandbox": _truthy(extra.get("sandbox_mode", False))}
-        for key, cast in (
-            ("timeout_s", float),
-            ("concurrency", int),
-            ("max_attempts", int),
-            ("lookup_settle_s", float),
-        ):
-            if extra.get(key) not in (None, ""):
-                try:
-                    options[key] = cast(extra[key])
-                except (TypeError, ValueError):
-                    raise ValueError(
-                        f"connection {conn.conn_id!r}: extra {key} {extra[key]!r} is not a number"
-                    ) from None
+        options.update(numeric_extras(conn))
         if "batch_shared" in extra:
             options["batch_shared"] = _truthy(extra["batch_shared"])
         options.update(kw)

@@ -49,6 +49,7 @@ from retain.channels.base import (
     OutgoingSms,
     SendOutcome,
     content_hash,
+    numeric_extras,
 )
 from retain.channels.throttle import TokenBucket
 from retain.ledger import redact
@@ -174,19 +175,7 @@ class TwilioChannel(Channel):
             "messaging_service_sid": extra.get("messaging_service_sid") or None,
             "status_callback": extra.get("status_callback") or None,
         }
-        for key, cast in (
-            ("timeout_s", float),
-            ("concurrency", int),
-            ("max_attempts", int),
-            ("lookup_settle_s", float),
-        ):
-            if extra.get(key) not in (None, ""):
-                try:
-                    options[key] = cast(extra[key])
-                except (TypeError, ValueError):
-                    raise ValueError(
-                        f"connection {conn.conn_id!r}: extra {key} {extra[key]!r} is not a number"
-                    ) from None
+        options.update(numeric_extras(conn))
         options.update(kw)
         return cls(
             conn.login or "", conn.password or "", base_url=conn.base_url, throttle=throttle, **options

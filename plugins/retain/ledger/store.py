@@ -350,6 +350,32 @@ def _suppress(
     return conn.execute(ins.returning(Suppression.id)).first() is not None
 
 
+def _store_event(
+    conn: Connection,
+    provider: str,
+    provider_event_id: str,
+    delivery_id: int | None,
+    provider_message_id: str | None,
+    event_type: str,
+    occurred_at: datetime,
+    payload: dict[str, Any] | None,
+) -> bool:
+    """Insert a provider event once (unique on provider + provider event id), its payload redacted;
+    False when it was there already (a replay)."""
+    stmt = _insert(conn, DeliveryEvent).values(
+        provider=provider,
+        provider_event_id=provider_event_id,
+        delivery_id=delivery_id,
+        provider_message_id=provider_message_id,
+        event_type=event_type,
+        occurred_at=occurred_at,
+        received_at=utcnow(),
+        payload=_redact_payload(payload) if payload is not None else None,
+    )
+    stmt = stmt.on_conflict_do_nothing(index_elements=["provider", "provider_event_id"])
+    return conn.execute(stmt.returning(DeliveryEvent.id)).first() is not None
+
+
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -926,18 +952,10 @@ class Ledger:
                         Delivery.provider == provider, Delivery.provider_message_id == provider_message_id
                     )
                 ).scalar()
-            stmt = _insert(conn, DeliveryEvent).values(
-                provider=provider,
-                provider_event_id=provider_event_id,
-                delivery_id=delivery_id,
-                provider_message_id=provider_message_id,
-                event_type=event_type,
-                occurred_at=occurred_at,
-                received_at=utcnow(),
-                payload=_redact_payload(payload) if payload is not None else None,
-            )
-            stmt = stmt.on_conflict_do_nothing(index_elements=["provider", "provider_event_id"])
-            inserted = conn.execute(stmt.returning(DeliveryEvent.id)).first() is not None
+            inserted = _store_event(
+                conn, provider, provider_event_id, delivery_id, provider_message_id, event_type, occurred_at,
+                payload,
+            )  # fmt: skip
         log.debug("ledger event %s/%s %s new=%s", provider, provider_event_id, event_type, inserted)
         return inserted
 
@@ -1014,18 +1032,11 @@ class Ledger:
                 rows = conn.execute((pick.with_for_update() if lock else pick).limit(2)).all()
                 row = rows[0] if len(rows) == 1 else None
             found = row.id if row is not None else None
-            stmt = _insert(conn, DeliveryEvent).values(
-                provider=provider,
-                provider_event_id=provider_event_id,
-                delivery_id=found,
-                provider_message_id=provider_message_id,
-                event_type=event_type,
-                occurred_at=occurred_at,
-                received_at=utcnow(),
-                payload=_redact_payload(payload) if payload is not None else None,
-            )
-            stmt = stmt.on_conflict_do_nothing(index_elements=["provider", "provider_event_id"])
-            if conn.execute(stmt.returning(DeliveryEvent.id)).first() is None:
+            new = _store_event(
+                conn, provider, provider_event_id, found, provider_message_id, event_type, occurred_at,
+                payload,
+            )  # fmt: skip
+            if not new:
                 log.info("ledger event %s/%s %s: replay, ignored", provider, provider_event_id, event_type)
                 return EventApplied(new=False, delivery_id=found)
             result = EventApplied(new=True, delivery_id=found)
