@@ -156,8 +156,13 @@ def test_context_offer_by_tier_in_member_currency_and_member_links(warehouse) ->
 
         r = Recipient("1000001", "offer", "email", "win_back")
         ctx = ctx_for({"member_id": 1000001, "member_tier": "ordinary", "currency": "EUR"}, r)
-        assert ctx["offer"]["amount"] == 50 and ctx["offer"]["threshold"] == 300
+        # the campaign's "50 off orders of 300" is in CNY: 6.41 and 38.46 EUR at 7.8, in whole euros
+        assert ctx["offer"]["amount"] == 6 and ctx["offer"]["threshold"] == 38
         assert ctx["offer"]["currency"] == "EUR" and ctx["offer"]["code"].startswith("WB-")
+        cny = ctx_for({"member_id": 1000001, "member_tier": "ordinary", "currency": "CNY"}, r)["offer"]
+        assert (cny["amount"], cny["threshold"], cny["currency"]) == (50, 300, "CNY")
+        with pytest.raises(ValueError, match="win_back: offer in CNY cannot be converted to KRW"):
+            ctx_for({"member_id": 1000001, "member_tier": "ordinary", "currency": "KRW"}, r)
         other = ctx_for({"member_id": 1000002, "member_tier": "ordinary", "currency": "EUR"}, r)
         assert other["offer"]["code"] != ctx["offer"]["code"]  # one code per member
         assert (

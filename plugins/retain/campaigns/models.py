@@ -113,9 +113,12 @@ class CodeRule(_Strict):
 
 class Offer(_Strict):
     """A coupon: a fixed ``code`` or a per-member ``code_rule``; amount and threshold by member tier (tiers
-    not listed get ``default``, or no offer), in the member's currency; valid ``expiry_days`` days."""
+    not listed get ``default``, or no offer); valid ``expiry_days`` days. With ``currency`` the amounts
+    are in that currency and a member who pays in another gets them converted at the warehouse's fx
+    rates, rounded to whole units; without it they are read as the member's own currency."""
 
     code: str | None = Field(default=None, pattern=r"^[A-Z0-9_-]{3,32}$")
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     code_rule: CodeRule | None = None
     by_tier: dict[Literal["super", "senior", "ordinary"], TierOffer] = {}
     default: TierOffer | None = None

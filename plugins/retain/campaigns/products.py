@@ -24,6 +24,7 @@ import duckdb
 log = logging.getLogger(__name__)
 
 PER_CATEGORY = 12
+CACHED_MEMBERS = 4096  # members whose product list is kept (see Recommender.__init__)
 CO_CATEGORIES = 2
 _CLEAN_LINES = """
     SELECT i.member_id, i.order_id, i.product_id, i.quantity, i.ordered_at, p.category
@@ -44,7 +45,11 @@ class Recommender:
         self.per_message = per_message
         self._con: duckdb.DuckDBPyConnection | None = None
         self._ready = False
-        self._cached = lru_cache(maxsize=100_000)(self._products)
+        # A member's list is asked for once per message (email and SMS of one batch, prepare's samples):
+        # a few thousand recent members are enough, and the cache must not grow with the audience. The
+        # product dicts themselves are shared (``_catalogue``: at most one per catalogue row).
+        self._cached = lru_cache(maxsize=CACHED_MEMBERS)(self._products)
+        self._catalogue: dict[tuple[Any, ...], Mapping[str, Any]] = {}
         self._fx: dict[str, Decimal] | None = None
 
     def close(self) -> None:
@@ -121,27 +126,40 @@ class Recommender:
             self._fx = {str(c): Decimal(str(r)) for c, r in rows.fetchall() if r}
         return self._fx
 
+    def convert(self, amount: Decimal, source: str, target: str) -> Decimal | None:
+        """``amount`` in ``source`` expressed in ``target`` through the base currency; None when either
+        has no valid rate."""
+        if source == target:
+            return amount
+        rates = self._rates()
+        if source not in rates or target not in rates:
+            return None
+        return amount * rates[source] / rates[target]
+
     def _priced(self, product: Mapping[str, Any], currency: str | None) -> dict[str, Any]:
         out = dict(product)
         price, listed = out.get("price"), out.get("currency")
         if price is None or not currency or currency == listed:
             return out
-        rates = self._rates()
-        if listed not in rates or currency not in rates:
+        converted = self.convert(price, str(listed), currency)
+        if converted is None:
             return out
-        out["price"] = (price * rates[listed] / rates[currency]).quantize(Decimal("0.01"))
+        out["price"] = converted.quantize(Decimal("0.01"))
         out["currency"] = currency
         return out
 
     def _product(self, row: tuple[Any, ...]) -> Mapping[str, Any]:
-        product_id, name, price, currency = row
-        return {
-            "name": name,
-            "url": f"{self.shop_url}/p/{quote(str(product_id))}",
-            "image_url": f"{self.shop_url}/img/{quote(str(product_id))}.jpg",
-            "price": Decimal(str(price)) if price is not None else None,
-            "currency": currency,
-        }
+        found = self._catalogue.get(row)
+        if found is None:
+            product_id, name, price, currency = row
+            found = self._catalogue[row] = {
+                "name": name,
+                "url": f"{self.shop_url}/p/{quote(str(product_id))}",
+                "image_url": f"{self.shop_url}/img/{quote(str(product_id))}.jpg",
+                "price": Decimal(str(price)) if price is not None else None,
+                "currency": currency,
+            }
+        return found
 
     def _products(self, member_id: str, kind: str) -> tuple[Mapping[str, Any], ...]:
         con = self._connect()

@@ -21,10 +21,11 @@ import hmac
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -141,17 +142,32 @@ def member_links(settings: Settings, secret: bytes, campaign: str, member_id: st
 
 
 def offer_for_member(
-    offer: Offer | None, campaign: str, member: Mapping[str, Any], as_of: date
+    offer: Offer | None,
+    campaign: str,
+    member: Mapping[str, Any],
+    as_of: date,
+    convert: Callable[[Decimal, str, str], Decimal | None] | None = None,
 ) -> dict[str, Any] | None:
     """The member's coupon: amount/threshold of their tier (else the default, else none), in the member's
-    currency, a fixed code or one derived from the member and campaign, expiring ``expiry_days`` after
-    the run's as-of date."""
+    currency (converted from the offer's ``currency`` with ``convert`` and rounded to whole units), a fixed
+    code or one derived from the member and campaign, expiring ``expiry_days`` after the run's as-of
+    date. A member whose currency has no rate gets an error naming it, not an amount in the wrong one."""
     if offer is None:
         return None
     tier = member.get("member_tier")
     terms = offer.by_tier.get(tier) if tier in offer.by_tier else offer.default
     if terms is None:
         return None
+    currency = str(member.get("currency") or offer.currency or "CNY")
+    amount, threshold = terms.amount, terms.threshold
+    if offer.currency is not None and offer.currency != currency:
+        converted = [convert(v, offer.currency, currency) if convert else None for v in (amount, threshold)]
+        if None in converted:
+            raise ValueError(
+                f"campaign {campaign}: offer in {offer.currency} cannot be converted to {currency} "
+                "(no valid rate in int_fx_rates_validated)"
+            )
+        amount, threshold = (v.quantize(Decimal(1), ROUND_HALF_UP) for v in converted)  # type: ignore[union-attr]
     if offer.code is not None:
         code = offer.code
     else:
@@ -161,9 +177,9 @@ def offer_for_member(
         code = f"{rule.prefix}-{digest[: rule.length].upper()}"
     return {
         "code": code,
-        "amount": terms.amount,
-        "threshold": terms.threshold if terms.threshold > 0 else None,
-        "currency": member.get("currency") or "CNY",
+        "amount": amount,
+        "threshold": threshold if threshold > 0 else None,
+        "currency": currency,
         "expires_at": as_of + timedelta(days=offer.expiry_days),
     }
 
@@ -186,7 +202,9 @@ def make_context_for(
         variant = variants.get(recipient.variant or "")
         member_id = str(member.get("member_id") or recipient.member_id)
         return {
-            "offer": offer_for_member(campaign.offer_for(step, variant), campaign.name, member, as_of),
+            "offer": offer_for_member(
+                campaign.offer_for(step, variant), campaign.name, member, as_of, recommender.convert
+            ),
             "products": recommender.products(member_id, campaign.products, member.get("currency")),
             "links": member_links(settings, secret, campaign.name, member_id),
         }
