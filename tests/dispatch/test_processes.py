@@ -48,16 +48,18 @@ def by_delivery(server: SendGridServer) -> dict[str, int]:
     return dict(server.count_by(lambda r: r.custom_args["delivery_id"]))
 
 
-def finish(ledger: Ledger, run, server: SendGridServer, rows: list[dict], rounds: int = 6):
+def finish(ledger: Ledger, run, server, rows: list[dict], *, sms: bool = False, rounds: int = 6):
     """What an operator's next task does: reconcile rows in doubt (lease 0: every worker is gone) through
-    the provider lookup, then send what is left."""
+    the provider lookup, then send what is left. SMS: Twilio's absence counts at once (settle 0)."""
+    spec = _workers.SMS_SPEC if sms else _workers.SPEC
+    channel = _workers.twilio(server.url, lookup_settle_s=0.0) if sms else _workers.sendgrid(server.url)
     reports = []
     for _ in range(rounds):
         report = deliver(
             ledger,
-            _workers.SPEC,
+            spec,
             run,
-            channels={"email": _workers.sendgrid(server.url)},
+            channels={channel.channel: channel},
             members=MemberSource.from_rows(rows),
             context_for=None,
             worker_id="finisher",
@@ -133,23 +135,7 @@ def test_sms_worker_killed_mid_batch_then_rerun_reconciles_through_twilios_list(
         assert in_doubt and all(row.content_hash for row in in_doubt)
         accepted = {r.to for r in server.received}
         doubted = {str(row.member_id) for row in in_doubt}
-        reports = []
-        for _ in range(6):
-            report = deliver(
-                ledger,
-                _workers.SMS_SPEC,
-                run,
-                channels={"sms": _workers.twilio(server.url, lookup_settle_s=0.0)},
-                members=MemberSource.from_rows(rows),
-                context_for=None,
-                worker_id="finisher",
-                now=_workers.NOW,
-                lease=timedelta(0),
-                retry_base_s=0.01,
-            )
-            reports.append(report)
-            if report.finished:
-                break
+        reports = finish(ledger, run, server, rows, sms=True)
         assert reports[-1].finished
         reconciled = reports[0].reconciled
         assert sum(reconciled.values()) == len(in_doubt) and "still_in_doubt" not in reconciled
