@@ -125,7 +125,8 @@ with DAG(
         from retain.campaigns import tasks
 
         ctx = get_current_context()
-        out = tasks.deliver(ctx["params"], prepared["campaign"], ctx["dag_run"].run_id, shard)
+        run_id, n = ctx["dag_run"].run_id, len(prepared["shards"])
+        out = tasks.deliver(ctx["params"], prepared["campaign"], run_id, shard, n)
         return PokeReturnValue(is_done=out["finished"], xcom_value=out)
 
     @task(trigger_rule="none_failed")

@@ -64,3 +64,21 @@ def test_prepare_task_shards_and_summary_report(ledger, tmp_path: Path) -> None:
     text = Path(summary["report"]).read_text()
     assert "# spring_sale: dry run `d1`" in text and "| skipped | not_in_pilot |" in text
     assert summary["skip_reasons"]["not_in_pilot"] > 0
+
+
+def test_each_delivery_shard_gets_its_share_of_the_channel_rates(ledger, monkeypatch) -> None:
+    """campaign_send maps one deliver task per shard, each its own process with its own token bucket:
+    each is built for 1/shards of the configured rate (SMS: Twilio's 1 msg/s per long code by default)."""
+    from retain.campaigns import runner
+
+    built: list[dict] = []
+
+    def recording(workers: int = 1) -> dict:
+        chans = channels()
+        built.append({"workers": workers})
+        return chans
+
+    monkeypatch.setattr(runner, "default_channels", recording)
+    out = tasks.prepare({"campaign": "spring_sale", "dry_run": False, "pilot_share": 1.0}, "s1", T0)
+    tasks.deliver({}, out["campaign"], "s1", 0, 3)
+    assert built == [{"workers": 3}]  # the division itself: tests/channels/test_twilio.py

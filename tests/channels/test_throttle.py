@@ -62,3 +62,10 @@ def test_concurrent_acquirers_never_exceed_the_rate():
 def test_bad_configuration_is_refused(rate, burst):
     with pytest.raises(ValueError, match="throttle"):
         TokenBucket(rate, burst)
+
+
+def test_a_rate_below_one_per_second_sends_one_message_every_interval():
+    """A shard's share of Twilio's 1 msg/s (four shards: 0.25 msg/s): one at once, then one every 4 s."""
+    clock = FakeClock()
+    bucket = TokenBucket(0.25, clock=clock, sleep=clock.sleep)
+    assert [bucket.acquire() for _ in range(3)] == pytest.approx([0.0, 4.0, 8.0])

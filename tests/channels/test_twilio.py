@@ -180,6 +180,13 @@ def test_factory_builds_twilio_from_the_connection_with_the_sms_default_rate(tw,
     assert isinstance(ch, TwilioChannel) and ch.throttle.rate == 1.0 and ch.base_url == tw.url
     assert tw.auth_token not in repr(ch)
     assert channel_for("sms", rate_per_s=30).throttle.rate == 30
+    # four delivery workers of one run share the rate: together they hold it
+    assert channel_for("sms", workers=4).throttle.rate == 0.25
+    assert channel_for("sms", rate_per_s=30, workers=3).throttle.rate == 10
+    assert channel_for("email", rate_per_s=10, workers=4).throttle.rate == 2.5  # the outbox, throttled
+    assert channel_for("email", workers=4).throttle is None  # no rate configured: none to share
+    with pytest.raises(ValueError, match="at least one worker"):
+        channel_for("sms", workers=0)
     [outcome] = ch.send_batch([sms(1)])
     assert outcome.status == "sent"
 

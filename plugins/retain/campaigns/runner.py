@@ -666,8 +666,10 @@ def deliver_campaign(
     channels: Mapping[str, Any] | None = None,
     now: datetime | None = None,
     max_wait_s: float = 60.0,
+    workers: int = 1,
 ) -> Any:
-    """One delivery worker for a prepared run: claims queued rows and sends them (retain.dispatch.deliver)."""
+    """One delivery worker for a prepared run: claims queued rows and sends them (retain.dispatch.deliver).
+    ``workers``: how many such workers the run has at once (they share the channels' rates)."""
     from retain import config
     from retain.dispatch import MemberSource, deliver
 
@@ -685,7 +687,7 @@ def deliver_campaign(
         spec = dispatch_spec(campaign)
         context_for, recommender = make_context_for(campaign, settings, as_of, warehouse=warehouse)
         _, test_map = recipients_for_tests(campaign, test_recipients) if test_recipients else ([], {})
-        chans = channels if channels is not None else default_channels()
+        chans = channels if channels is not None else default_channels(workers)
         try:
             with MemberSource.from_warehouse(warehouse) as members:
                 return deliver(
@@ -748,11 +750,12 @@ def send(
             ledger.close()
 
 
-def default_channels() -> dict[str, Any]:
-    """The channel for email and SMS from the environment's connections (outbox when none)."""
+def default_channels(workers: int = 1) -> dict[str, Any]:
+    """The channel for email and SMS from the environment's connections (outbox when none), each
+    throttled to its configured rate divided among the run's ``workers``."""
     from retain.channels import channel_for
 
-    return {"email": channel_for("email"), "sms": channel_for("sms")}
+    return {"email": channel_for("email", workers=workers), "sms": channel_for("sms", workers=workers)}
 
 
 def shard_count(queued: int, per_shard: int = 5_000, max_shards: int = 8) -> int:

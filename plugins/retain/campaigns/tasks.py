@@ -115,13 +115,17 @@ def prepare(
     return {"campaign": outcome.campaign.name, "dry_run": dry_run, "summary": summary, "shards": shards}
 
 
-def deliver(params: Mapping[str, Any], campaign: str, run_id: str, shard: int) -> dict[str, Any]:
-    """One delivery worker (a mapped task): claims from the ledger until nothing is due."""
+def deliver(
+    params: Mapping[str, Any], campaign: str, run_id: str, shard: int, shards: int = 1
+) -> dict[str, Any]:
+    """One delivery worker (a mapped task, ``shard`` of ``shards``): claims from the ledger until nothing
+    is due, at 1/``shards`` of each channel's rate."""
     report = deliver_campaign(
         campaign,
         run_id,
         worker_id=f"{run_id}.shard{shard}",
         test_recipients=tuple(params.get("test_recipients") or ()),
+        workers=shards,
     )
     out = report.as_dict()
     log.info("shard %s: %s", shard, json.dumps(out, default=str))

@@ -32,7 +32,7 @@ class TokenBucket:
             raise ValueError(
                 f"throttle rate must be a positive number of messages per second, not {rate_per_s!r}"
             )
-        burst = rate_per_s if burst is None else burst
+        burst = max(1.0, rate_per_s) if burst is None else burst  # below 1 msg/s: one message at a time
         if burst < 1:
             raise ValueError(f"throttle burst must be at least 1 message, not {burst!r}")
         self.rate = float(rate_per_s)
