@@ -89,6 +89,32 @@ def test_money_filter_uses_the_member_locale(make_templates):
     assert sms.encoding == "GSM-7"
 
 
+def test_dates_follow_the_language_of_the_template_money_the_member(make_templates):
+    """No Japanese or French templates: those members get the English one, and its date pattern reads
+    "December 12" (Babel's ja month name inside English words read "12月 12"); money and named date formats
+    (test_dates_and_numbers_per_locale) keep the member's conventions. A member whose language has
+    templates gets their own locale's month names."""
+    sms = "Ends {{ date_(ends, 'MMMM d') }}: {{ 6.5 | money('EUR') }} off. Reply STOP to opt out"
+    root = make_templates(
+        {
+            "sms/d.j2": sms,
+            "locales/de-DE/sms/d.j2": "Endet am {{ date_(ends, 'd. MMMM') }}. Antworte STOP zum Abmelden",
+        }
+    )
+    campaign = Campaign("c")
+    renderer = Renderer(root)
+
+    def text(locale: str) -> str:
+        ctx = {**build_context(member(locale), campaign), "ends": date(2026, 12, 12)}
+        return renderer.render_sms("d", ctx, campaign).text
+
+    assert text("ja-JP").startswith("Ends December 12: €6.50 off.")
+    assert text("fr-FR").startswith("Ends December 12: 6,50 € off.")  # French money, English date
+    assert text("en-US").startswith("Ends December 12: €6.50 off.")
+    assert text("de-DE").startswith("Endet am 12. Dezember.")
+    assert text("de-AT").startswith("Ends December 12: € 6,50 off.")  # no de-AT or de folder: English
+
+
 @pytest.mark.parametrize(
     ("text", "encoding", "segments"),
     [

@@ -53,6 +53,9 @@ CONTRACT: dict[str, frozenset[str]] = {
 LIST_NAMES = frozenset({"products"})
 # Engine-provided, not for templates: the member's locale as the formatting filters read it.
 LOCALE_KEY = "_locale"
+# Engine-provided: the language of the template being rendered when it is not the member's (month and
+# day names follow the words around them; numbers and money keep the member's conventions).
+DATE_LOCALE_KEY = "_date_locale"
 
 
 @dataclass(frozen=True)

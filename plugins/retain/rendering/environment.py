@@ -23,7 +23,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from retain import config
 from retain.rendering import css, formatting, links, sms
-from retain.rendering.context import LOCALE_KEY, Campaign
+from retain.rendering.context import DATE_LOCALE_KEY, LOCALE_KEY, Campaign
 
 LOCALES_DIR = "locales"
 DEFAULT_TREE_LOCALE = "en-US"
@@ -121,7 +121,11 @@ def _money(ctx: Context, amount: object, currency: str | None = None) -> str:
 
 @pass_context
 def _date(ctx: Context, value: object, format: str = "medium") -> str:  # noqa: A002 - Babel's name
-    return formatting.format_date_value(value, format, ctx.get(LOCALE_KEY))
+    # A named format is the member's locale's whole date; a pattern ("MMMM d") was written in the
+    # template's language, so its month and day names are too (see date_locale).
+    named = format in ("short", "medium", "long", "full")
+    locale = ctx.get(LOCALE_KEY) if named else ctx.get(DATE_LOCALE_KEY) or ctx.get(LOCALE_KEY)
+    return formatting.format_date_value(value, format, locale)
 
 
 @pass_context
@@ -170,6 +174,22 @@ def locale_chain(locale: str | None, default_locale: str | None = None) -> list[
             if candidate not in chain:
                 chain.append(candidate)
     return chain
+
+
+def date_locale(template_name: str, member_locale: str | None) -> str | None:
+    """The locale for date patterns when a template in another language than the member's was chosen
+    (no ``ja-JP`` templates: the default tree's English), else None (the member's). A Japanese member
+    reading the English "Ends {{ date_(d, 'MMMM d') }}" sees "December 12", not "12月 12" among English
+    words; named formats (``long``...), money and numbers keep the member's conventions."""
+    if not member_locale:
+        return None
+    parts = template_name.split("/")
+    written_in = parts[1] if parts[0] == LOCALES_DIR and len(parts) > 2 else DEFAULT_TREE_LOCALE
+    same = (
+        written_in.replace("_", "-").split("-")[0].lower()
+        == member_locale.replace("_", "-").split("-")[0].lower()
+    )
+    return None if same else written_in
 
 
 class RetainEnvironment(SandboxedEnvironment):
@@ -281,8 +301,9 @@ class Renderer:
         self.templates_dir = Path(templates_dir) if templates_dir is not None else config.templates_dir()
         self.env = make_environment(self.templates_dir)
         self._resolved: dict[tuple[str, str | None, str | None], str] = {}
-        # (path, locale, default) -> (file, compiled template): one dict lookup per part per message.
-        self._templates: dict[tuple[str, str | None, str | None], tuple[str, Template]] = {}
+        # (path, locale, default) -> (file, compiled template, date locale when not the member's language):
+        # one dict lookup per part per message.
+        self._templates: dict[tuple[str, str | None, str | None], tuple[str, Template, str | None]] = {}
         self._lock = threading.Lock()
 
     def resolve(self, path: str, locale: str | None, default_locale: str | None = None) -> str:
@@ -310,10 +331,13 @@ class Renderer:
         found = self._templates.get(key)
         if found is None:
             name = self.resolve(*key)
-            found = (name, self.env.get_template(name))
+            found = (name, self.env.get_template(name), date_locale(name, key[1]))
             with self._lock:
                 self._templates[key] = found
-        return found[0], found[1].render(context)
+        name, template, written_in = found
+        if written_in is not None:  # month and day names in the language of the words around them
+            context = {**context, DATE_LOCALE_KEY: written_in}
+        return name, template.render(context)
 
     def render_email(self, name: str, context: Mapping[str, Any], campaign: Campaign) -> RenderedEmail:
         """Subject (one line), HTML (CSS inlined, UTM on links) and text part (always present)."""
