@@ -161,13 +161,18 @@ def offer_for_member(
     currency = str(member.get("currency") or offer.currency or "CNY")
     amount, threshold = terms.amount, terms.threshold
     if offer.currency is not None and offer.currency != currency:
-        converted = [convert(v, offer.currency, currency) if convert else None for v in (amount, threshold)]
-        if None in converted:
-            raise ValueError(
-                f"campaign {campaign}: offer in {offer.currency} cannot be converted to {currency} "
-                "(no valid rate in int_fx_rates_validated)"
-            )
-        amount, threshold = (v.quantize(Decimal(1), ROUND_HALF_UP) for v in converted)  # type: ignore[union-attr]
+        source = offer.currency
+
+        def whole(value: Decimal) -> Decimal:
+            converted = convert(value, source, currency) if convert is not None else None
+            if converted is None:
+                raise ValueError(
+                    f"campaign {campaign}: offer in {source} cannot be converted to {currency} "
+                    "(no valid rate in int_fx_rates_validated)"
+                )
+            return converted.quantize(Decimal(1), ROUND_HALF_UP)
+
+        amount, threshold = whole(amount), whole(threshold)
     if offer.code is not None:
         code = offer.code
     else:
