@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from retain.campaigns.models import CampaignFileError, load_all, load_catalog, parse_campaign
+from retain.campaigns.models import (
+    CampaignFileError,
+    _yml_catalog,
+    load_all,
+    load_catalog,
+    parse_campaign,
+)
 from retain.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,6 +113,124 @@ steps: [{name: one}]
     text2 = text.replace("reentry: {rule: after_days}\n", "channels: {sms: win_back}\n")
     problems = problems_of(write(tmp_path, "j3", text2), catalog)
     assert "'platinum' is not a value of member_tier" in problems["entry.to"]
+
+
+LIFECYCLE = "prospect, reactivated, new, loyal, active, at_risk, dormant, churned"
+
+
+def test_misspelled_filter_value_names_the_value_and_the_accepted_ones(tmp_path: Path, catalog) -> None:
+    problems = problems_of(write(tmp_path, "typo", GOOD.replace("[at_risk]", "[dormant, at_rsik]")), catalog)
+    assert problems == {
+        "audience.filters.0.value": "'at_rsik' is not an accepted value of member_segments.lifecycle_stage "
+        f"(accepted: {LIFECYCLE})"
+    }
+
+
+def test_correct_filter_values_pass(tmp_path: Path, catalog) -> None:
+    text = GOOD + (
+        "    - {column: member_tier, op: ne, value: ordinary}\n"
+        "    - {column: r_score, op: in, value: [4, 5]}\n"
+        "    - {column: r_score, op: gte, value: 0}\n"  # an order comparison, not a membership test
+        "    - {column: age_band, op: eq, value: '18_24'}\n"
+        "    - {column: country, op: eq, value: XX}\n"  # not an enumerated column
+    )
+    campaign = parse_campaign(write(tmp_path, "fine", text), catalog)
+    assert len(campaign.audience.filters) == 6
+
+
+@pytest.mark.parametrize(
+    ("flt", "reason"),
+    [
+        ("{column: member_tier, op: eq, value: gold}", "'gold' is not an accepted value of"),
+        ("{column: member_tier, op: ne, value: Super}", "'Super' is not an accepted value of"),
+        (
+            "{column: clv_tier, op: not_in, value: [hi, low, medium]}",
+            "'hi', 'medium' are not accepted values",
+        ),
+        ("{column: r_score, op: eq, value: 6}", "6 is not an accepted value of member_segments.r_score"),
+    ],
+)
+def test_every_literal_op_is_checked(tmp_path: Path, catalog, flt: str, reason: str) -> None:
+    problems = problems_of(write(tmp_path, "ops", GOOD + f"    - {flt}\n"), catalog)
+    assert list(problems) == ["audience.filters.1.value"]
+    assert reason in problems["audience.filters.1.value"]
+    assert "(accepted: " in problems["audience.filters.1.value"]
+
+
+JOURNEY = """
+description: j
+kind: journey
+audience: {model: member_replenishments, filters: [{column: is_upcoming, op: eq, value: true}]}
+entry: {type: date, anchors: [{column: last_order_at, offset_days: 7}]}
+exit:
+  filters:
+    - {column: lifecycle_stage, op: ne, value: dormant}
+channels: {email: win_back}
+steps: [{name: one}]
+"""
+
+
+def test_exit_filters_are_checked_on_member_segments(tmp_path: Path, catalog) -> None:
+    # Exit filters read member_segments (retain.campaigns.audience), whatever the audience model.
+    assert parse_campaign(write(tmp_path, "j", JOURNEY), catalog).exit.filters[0].value == "dormant"
+    problems = problems_of(
+        write(tmp_path, "j2", JOURNEY.replace("value: dormant", "value: dormnat")), catalog
+    )
+    assert problems == {
+        "exit.filters.0.value": "'dormnat' is not an accepted value of member_segments.lifecycle_stage "
+        f"(accepted: {LIFECYCLE})"
+    }
+
+
+def test_accepted_values_come_from_the_warehouse_catalog_too(tmp_path: Path) -> None:
+    import duckdb
+
+    path = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create table member_segments (member_id bigint, lifecycle_stage varchar)")
+    catalog = load_catalog(warehouse=path)
+    assert catalog.source == "warehouse warehouse.duckdb"
+    assert parse_campaign(write(tmp_path, "ok", GOOD), catalog)
+    problems = problems_of(write(tmp_path, "typo", GOOD.replace("at_risk", "at_rsik")), catalog)
+    assert "'at_rsik' is not an accepted value" in problems["audience.filters.0.value"]
+
+
+def test_accepted_values_in_either_yml_syntax(tmp_path: Path) -> None:
+    marts = tmp_path / "models" / "marts"
+    marts.mkdir(parents=True)
+    (marts / "member_segments.yml").write_text(
+        """
+models:
+  - name: member_segments
+    columns:
+      - name: member_tier
+        data_tests:
+          - not_null
+          - accepted_values:
+              arguments:
+                values: [super, senior, ordinary]
+      - name: clv_tier
+        tests:
+          - accepted_values:
+              values: [high, low]
+      - name: country
+""",
+        encoding="utf-8",
+    )
+    columns, segments, accepted = _yml_catalog(tmp_path)
+    assert accepted == {
+        "member_segments": {"member_tier": ("super", "senior", "ordinary"), "clv_tier": ("high", "low")}
+    }
+    assert segments["senior"] == "member_tier" and segments["low"] == "clv_tier"
+    assert set(columns["member_segments"]) == {"member_tier", "clv_tier", "country"}
+
+
+def test_cli_validate_names_the_file_field_and_value(tmp_path: Path) -> None:
+    write(tmp_path, "typo", GOOD.replace("at_risk", "at_rsik"))
+    result = CliRunner().invoke(app, ["campaigns", "validate", "--dir", str(tmp_path), "--offline"])
+    assert result.exit_code == 1
+    assert "typo.yml: audience.filters.0.value: 'at_rsik' is not an accepted value" in result.output
+    assert f"(accepted: {LIFECYCLE})" in result.output
 
 
 def test_cli_validate_fails_listing_every_bad_file(tmp_path: Path) -> None:

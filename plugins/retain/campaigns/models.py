@@ -5,8 +5,9 @@ the reason (``CampaignFileError``):
 
 1. structure (pydantic, ``extra="forbid"``): types, ranges, value shapes of each filter operator;
 2. references: the audience model is an allowed mart, every filter column is one of its real columns (from
-   the warehouse when it can be opened, else from the mart's dbt yml), a named segment is a known value of
-   a segment column, every template exists under ``templates/``.
+   the warehouse when it can be opened, else from the mart's dbt yml), a filter that compares an enumerated
+   column (an ``accepted_values`` test in the mart's yml) with literal values uses accepted values only, a
+   named segment is a known value of a segment column, every template exists under ``templates/``.
 
 Filters are data (column, operator, value), never SQL: ``retain.campaigns.audience`` turns them into a query
 with identifiers taken only from the checked column list and values only as bound parameters.
@@ -344,10 +345,12 @@ class Campaign(_Strict):
             return {"email": closed, "sms": closed}
         return {"email": self.quiet_hours.email, "sms": self.quiet_hours.sms}
 
-    def all_filters(self) -> list[tuple[str, Filter]]:
-        """Every filter with its field path, for the column checks."""
-        out = [(f"audience.filters.{i}", f) for i, f in enumerate(self.audience.filters)]
-        out += [(f"exit.filters.{i}", f) for i, f in enumerate(self.exit.filters)]
+    def all_filters(self) -> list[tuple[str, str, Filter]]:
+        """Every filter with its field path and the mart it is evaluated on, for the column checks: audience
+        filters on the audience model, exit filters on member_segments (as ``retain.campaigns.audience``
+        builds them)."""
+        out = [(f"audience.filters.{i}", self.audience.model, f) for i, f in enumerate(self.audience.filters)]
+        out += [(f"exit.filters.{i}", "member_segments", f) for i, f in enumerate(self.exit.filters)]
         return out
 
     def all_templates(self) -> list[tuple[str, str, str]]:
@@ -401,19 +404,42 @@ def _loc(loc: Iterable[Any]) -> str:
 @dataclass(frozen=True)
 class Catalog:
     """Columns (name -> DuckDB type, or None when only the dbt yml was read) per allowed audience model,
-    and the named segments (value -> column). ``source`` says where the columns came from."""
+    the named segments (value -> column), and the enumerated columns' accepted values per model (from the
+    ``accepted_values`` data tests of the mart's dbt yml, whichever source the columns came from).
+    ``source`` says where the columns came from."""
 
     columns: Mapping[str, Mapping[str, str | None]]
     segments: Mapping[str, str]
     source: str
+    accepted: Mapping[str, Mapping[str, tuple[Any, ...]]] = field(default_factory=dict)
 
     def model_columns(self, model: str) -> Mapping[str, str | None]:
         return self.columns.get(model, {})
 
+    def accepted_values(self, model: str, column: str) -> tuple[Any, ...] | None:
+        """The values the mart's yml accepts in ``column`` (None: not an enumerated column)."""
+        return self.accepted.get(model, {}).get(column)
 
-def _yml_catalog(dbt_project_dir: Path) -> tuple[dict[str, dict[str, str | None]], dict[str, str]]:
+
+def _accepted_values(column: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """The ``accepted_values`` of a dbt yml column: dbt 1.10+ ``{arguments: {values: [...]}}`` or the older
+    ``{values: [...]}`` directly, under ``data_tests`` (or the older ``tests``)."""
+    for key in ("data_tests", "tests"):
+        for test in column.get(key) or []:
+            if isinstance(test, dict) and isinstance(test.get("accepted_values"), dict):
+                spec = test["accepted_values"]
+                values = (spec.get("arguments") or {}).get("values", spec.get("values"))
+                if isinstance(values, list) and values:
+                    return tuple(values)
+    return None
+
+
+def _yml_catalog(
+    dbt_project_dir: Path,
+) -> tuple[dict[str, dict[str, str | None]], dict[str, str], dict[str, dict[str, tuple[Any, ...]]]]:
     columns: dict[str, dict[str, str | None]] = {}
     segments: dict[str, str] = {}
+    accepted: dict[str, dict[str, tuple[Any, ...]]] = {}
     for model in AUDIENCE_MODELS:
         path = dbt_project_dir / "models" / "marts" / f"{model}.yml"
         if not path.is_file():
@@ -425,14 +451,14 @@ def _yml_catalog(dbt_project_dir: Path) -> tuple[dict[str, dict[str, str | None]
             cols = columns.setdefault(model, {})
             for col in entry.get("columns", []):
                 cols[col["name"]] = None
+                values = _accepted_values(col)
+                if values is None:
+                    continue
+                accepted.setdefault(model, {})[col["name"]] = values
                 if model == "member_segments" and col["name"] in SEGMENT_COLUMNS:
-                    for test in col.get("data_tests", []) or []:
-                        if isinstance(test, dict) and "accepted_values" in test:
-                            spec = test["accepted_values"]
-                            values = (spec.get("arguments") or spec).get("values", [])
-                            for value in values:
-                                segments[str(value)] = col["name"]
-    return columns, segments
+                    for value in values:
+                        segments[str(value)] = col["name"]
+    return columns, segments, accepted
 
 
 def load_catalog(*, use_warehouse: bool = True, warehouse: Path | None = None) -> Catalog:
@@ -440,18 +466,18 @@ def load_catalog(*, use_warehouse: bool = True, warehouse: Path | None = None) -
     file opens read-only, else the dbt yml of each mart (DAG parsing never opens the warehouse)."""
     from retain import config
 
-    columns, segments = _yml_catalog(config.dbt_project_dir())
+    columns, segments, accepted = _yml_catalog(config.dbt_project_dir())
     if not use_warehouse:
-        return Catalog(columns, segments, "dbt yml")
+        return Catalog(columns, segments, "dbt yml", accepted)
     path = warehouse or config.warehouse_path()
     if not path.is_file():
-        return Catalog(columns, segments, "dbt yml")
+        return Catalog(columns, segments, "dbt yml", accepted)
     import duckdb
 
     try:
         con = duckdb.connect(str(path), read_only=True)
     except duckdb.Error:
-        return Catalog(columns, segments, "dbt yml")
+        return Catalog(columns, segments, "dbt yml", accepted)
     try:
         rows = con.execute(
             "select table_name, column_name, data_type from information_schema.columns "
@@ -464,9 +490,9 @@ def load_catalog(*, use_warehouse: bool = True, warehouse: Path | None = None) -
     for table, column, dtype in rows:
         real.setdefault(table, {})[column] = dtype
     if not real:
-        return Catalog(columns, segments, "dbt yml")
+        return Catalog(columns, segments, "dbt yml", accepted)
     merged = {m: real.get(m, columns.get(m, {})) for m in AUDIENCE_MODELS if m in real or m in columns}
-    return Catalog(merged, segments, f"warehouse {path.name}")
+    return Catalog(merged, segments, f"warehouse {path.name}", accepted)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -481,12 +507,43 @@ def _is_temporal(name: str, dtype: str | None) -> bool:
     return name.endswith(("_at", "_date", "_on"))
 
 
-def _check_filter(path: str, flt: Filter, cols: Mapping[str, str | None], model: str) -> list[Problem]:
+#: Operators that compare the column with literal values for (in)equality: on an enumerated column every
+#: value must be an accepted one (a typo would otherwise just match nobody, or everybody for ne/not_in).
+_LITERAL_OPS = ("eq", "ne", "in", "not_in")
+
+
+def _value_key(value: Any) -> str:
+    """Compare filter values with yml values as the SQL would: ``5``, ``5.0`` and ``"5"`` alike."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _check_filter(
+    path: str, flt: Filter, cols: Mapping[str, str | None], model: str, catalog: Catalog
+) -> list[Problem]:
     if flt.column not in cols:
         known = ", ".join(sorted(cols)) or "none"
         return [Problem(f"{path}.column", f"{flt.column!r} is not a column of {model} (columns: {known})")]
     if flt.op in ("within_days", "days_ago") and not _is_temporal(flt.column, cols[flt.column]):
         return [Problem(f"{path}.op", f"{flt.op} needs a date or timestamp column; {flt.column} is not one")]
+    allowed = catalog.accepted_values(model, flt.column)
+    if allowed is not None and flt.op in _LITERAL_OPS:
+        keys = {_value_key(v) for v in allowed}
+        values = flt.value if isinstance(flt.value, list) else [flt.value]
+        bad = [v for v in values if _value_key(v) not in keys]
+        if bad:
+            listed = ", ".join(repr(v) for v in bad)
+            verb = "is not an accepted value" if len(bad) == 1 else "are not accepted values"
+            return [
+                Problem(
+                    f"{path}.value",
+                    f"{listed} {verb} of {model}.{flt.column} "
+                    f"(accepted: {', '.join(str(v) for v in allowed)})",
+                )
+            ]
     return []
 
 
@@ -506,9 +563,10 @@ def check_references(
         cols = catalog.model_columns(model)
         if not cols:
             problems.append(Problem("audience.model", f"no columns known for {model} ({catalog.source})"))
-    if cols:
-        for path, flt in campaign.all_filters():
-            problems += _check_filter(path, flt, cols, model)
+    for path, filter_model, flt in campaign.all_filters():
+        filter_cols = cols if filter_model == model else catalog.model_columns(filter_model)
+        if filter_cols:
+            problems += _check_filter(path, flt, filter_cols, filter_model, catalog)
     seg = campaign.audience.segment
     if seg is not None and seg not in catalog.segments:
         known = ", ".join(sorted(catalog.segments))
