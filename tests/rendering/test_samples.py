@@ -23,9 +23,9 @@ def _warehouse(path):
     con.execute(
         """
         create table member_segments as select * from (values
-            (1, 'Ana', 'Silva', 'pt-BR', 'BRL', 'BR', 42.5::decimal(18, 2), 'gold', 'x@example.com'),
-            (2, null, null, 'zh-CN', 'CNY', 'CN', null, 'basic', null),
-            (3, '<i>Kai</i>', 'Müller', 'de-DE', 'EUR', 'DE', 10.0::decimal(18, 2), 'silver', null)
+            (1, 'Ana', 'Silva', 'pt-BR', 'BRL', 'BR', 42.5::decimal(18, 2), 'super', 'x@example.com'),
+            (2, null, null, 'zh-CN', 'CNY', 'CN', null, 'ordinary', null),
+            (3, '<i>Kai</i>', 'Müller', 'de-DE', 'EUR', 'DE', 10.0::decimal(18, 2), 'senior', null)
         ) t(member_id, first_name, last_name, locale, currency, country, monetary, member_tier, email)
         """
     )
@@ -47,3 +47,24 @@ def test_sample_members_come_from_the_warehouse_read_only(tmp_path):
 def test_without_a_warehouse_the_fixture_members_are_used(tmp_path):
     report = check_templates(FIXTURE_TEMPLATES, warehouse=tmp_path / "missing.duckdb")
     assert report.ok and report.samples_from == "fixtures"
+
+
+def test_warehouse_samples_hold_a_member_of_every_tier(tmp_path):
+    # Two members per locale would be all ordinary here; the only senior and super members are added.
+    path = tmp_path / "wh.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            """
+            create table member_segments as
+            select i as member_id, 'en-US' as locale,
+                   case i when 90 then 'senior' when 95 then 'super' else 'ordinary' end as member_tier
+            from range(1, 100) t(i)
+            """
+        )
+    rows = warehouse_members(path, per_locale=2)
+    assert sorted((r["member_id"], r["member_tier"]) for r in rows) == [
+        (1, "ordinary"),
+        (2, "ordinary"),
+        (90, "senior"),
+        (95, "super"),
+    ]

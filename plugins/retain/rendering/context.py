@@ -3,16 +3,23 @@
 docs/templates.md is the human version of ``CONTRACT``; keep the two in step. Validation checks every
 template against it statically (so ``member.nonexistent`` is caught on a branch no sample takes) and by
 rendering sample contexts built here, from the warehouse when there is one, from ``SAMPLE_MEMBERS`` otherwise.
+Sample members carry the warehouse's real enumerations (``member_tier`` super/senior/ordinary, as
+``member_segments.yml`` accepts), so a campaign's offer by tier (``sample_tier_offer``) renders each tier's
+amount, or no offer for a tier the campaign gives none.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from retain.campaigns.models import Offer
 
 MEMBER_FIELDS = frozenset(
     {
@@ -111,6 +118,8 @@ def build_context(
 
 
 # Fixture members used when there is no warehouse (and by tests): one per shipped locale plus edge cases.
+# Enumerated fields hold values member_segments accepts (its dbt yml); between them the members cover every
+# member_tier, so validation renders each tier's offer (tests/rendering/test_samples.py holds both).
 SAMPLE_MEMBERS: list[dict[str, Any]] = [
     {
         "member_id": 1000001,
@@ -120,9 +129,9 @@ SAMPLE_MEMBERS: list[dict[str, Any]] = [
         "country": "US",
         "timezone": "America/New_York",
         "currency": "USD",
-        "member_tier": "gold",
+        "member_tier": "super",
         "lifecycle_stage": "active",
-        "rfm_segment": "champions",
+        "rfm_segment": "important_value",
         "clv_tier": "high",
         "birth_date": date(1990, 5, 17),
         "last_order_at": datetime(2026, 6, 1, 14, 30),
@@ -139,10 +148,10 @@ SAMPLE_MEMBERS: list[dict[str, Any]] = [
         "country": "CN",
         "timezone": "Asia/Shanghai",
         "currency": "CNY",
-        "member_tier": "silver",
+        "member_tier": "senior",
         "lifecycle_stage": "at_risk",
-        "rfm_segment": "at_risk",
-        "clv_tier": "medium",
+        "rfm_segment": "important_retain",
+        "clv_tier": "mid",
         "birth_date": date(1988, 11, 2),
         "last_order_at": datetime(2026, 2, 11, 9, 5),
         "next_replenish_at": None,
@@ -158,9 +167,9 @@ SAMPLE_MEMBERS: list[dict[str, Any]] = [
         "country": "DE",
         "timezone": "Europe/Berlin",
         "currency": "EUR",
-        "member_tier": "bronze",
+        "member_tier": "ordinary",
         "lifecycle_stage": "new",
-        "rfm_segment": "new_customers",
+        "rfm_segment": "general_develop",
         "clv_tier": "low",
         "birth_date": None,
         "last_order_at": datetime(2026, 6, 20, 18, 0),
@@ -178,7 +187,7 @@ SAMPLE_MEMBERS: list[dict[str, Any]] = [
         "country": "JP",
         "timezone": "Asia/Tokyo",
         "currency": "JPY",
-        "member_tier": "basic",
+        "member_tier": "ordinary",
         "lifecycle_stage": "prospect",
         "rfm_segment": None,
         "clv_tier": "low",
@@ -223,6 +232,40 @@ def sample_offer(currency: str) -> dict[str, Any]:
     }
 
 
+#: The as-of date of sample messages (offer expiry); the sample members' dates are around it.
+SAMPLE_AS_OF = date(2026, 6, 30)
+
+
+def sample_tier_offer(
+    offer: Offer | None, member: Mapping[str, Any], campaign: str, as_of: date = SAMPLE_AS_OF
+) -> dict[str, Any] | None:
+    """A campaign file's offer as the sample ``member`` gets it: the amount and threshold of the member's
+    ``member_tier`` (else the offer's default, else no offer), the fixed code or the member's code of the
+    ``code_rule``, expiring ``expiry_days`` after ``as_of``. Samples have no fx rates: an offer that states
+    its ``currency`` keeps its amounts in it (the send path converts them to the member's currency);
+    without one the amounts are the member's currency, as in the send path."""
+    if offer is None:
+        return None
+    tier = member.get("member_tier")
+    terms = offer.by_tier.get(tier) if tier in offer.by_tier else offer.default
+    if terms is None:
+        return None
+    if offer.code is not None:
+        code = offer.code
+    else:
+        rule = offer.code_rule
+        assert rule is not None  # the model requires code or code_rule
+        digest = hashlib.sha256(f"coupon\x1f{campaign}\x1f{member.get('member_id')}".encode()).hexdigest()
+        code = f"{rule.prefix}-{digest[: rule.length].upper()}"
+    return {
+        "code": code,
+        "amount": terms.amount,
+        "threshold": terms.threshold if terms.threshold > 0 else None,
+        "currency": offer.currency or member.get("currency") or "USD",
+        "expires_at": as_of + timedelta(days=offer.expiry_days),
+    }
+
+
 def sample_links(member_id: object) -> dict[str, str]:
     return {
         "unsubscribe": f"https://shop.example.com/u/{member_id}?t=abc123",
@@ -233,10 +276,15 @@ def sample_links(member_id: object) -> dict[str, str]:
 
 
 def sample_contexts(
-    members: Iterable[Mapping[str, Any]], campaign: Campaign
+    members: Iterable[Mapping[str, Any]],
+    campaign: Campaign,
+    offers: Iterable[tuple[str, Offer]] = (),
 ) -> Iterable[tuple[str, dict[str, Any]]]:
     """For each member: a full context (offer, three products) and a bare one (no offer, no products), so a
-    template that uses ``offer.code`` without ``{% if offer %}`` fails validation, not a send."""
+    template that uses ``offer.code`` without ``{% if offer %}`` fails validation, not a send; and one per
+    ``(campaign name, offer)`` of the campaign files sending the template, with the member's tier's terms
+    (``sample_tier_offer``; a tier without an offer is the bare context's case)."""
+    offers = list(offers)
     for member in members:
         currency = member.get("currency") or "USD"
         products = [{**p, "currency": currency} for p in SAMPLE_PRODUCTS]
@@ -247,13 +295,21 @@ def sample_contexts(
             build_context(member, campaign, offer=sample_offer(currency), products=products, links=links),
         )
         yield f"{label} without offer", build_context(member, campaign, links=links)
+        for name, offer in offers:
+            terms = sample_tier_offer(offer, member, name)
+            if terms is not None:
+                yield (
+                    f"{label} with {name}'s offer for tier {member.get('member_tier')}",
+                    build_context(member, campaign, offer=terms, products=products, links=links),
+                )
 
 
 def warehouse_members(
     warehouse: Path, *, per_locale: int = 2, member_id: int | None = None
 ) -> list[dict[str, Any]]:
     """Sample rows of member_segments, opened read-only: ``per_locale`` per locale, one with a null first
-    name when there is one. Empty list when there is no warehouse or no table."""
+    name when there is one, and at least one member of each ``member_tier`` (so each tier's offer renders).
+    Empty list when there is no warehouse or no table."""
     import duckdb
 
     if not Path(warehouse).is_file():
@@ -279,11 +335,17 @@ def warehouse_members(
             rows = con.execute(sql, [member_id])
         else:
             order = "first_name IS NULL DESC, member_id" if "first_name" in columns else "member_id"
+            by_tier = (
+                "row_number() OVER (PARTITION BY member_tier ORDER BY member_id)"
+                if "member_tier" in columns
+                else "2"
+            )
             sql = f"""
                 SELECT {select} FROM (
-                    SELECT *, row_number() OVER (PARTITION BY locale ORDER BY {order}) AS rn
+                    SELECT *, row_number() OVER (PARTITION BY locale ORDER BY {order}) AS rn,
+                           {by_tier} AS rn_tier
                     FROM member_segments
-                ) WHERE rn <= ? ORDER BY locale, member_id
+                ) WHERE rn <= ? OR rn_tier = 1 ORDER BY locale, member_id
             """
             rows = con.execute(sql, [per_locale])
         names = [d[0] for d in rows.description]

@@ -14,6 +14,7 @@ from retain.rendering.context import (
     build_context,
     sample_links,
     sample_offer,
+    sample_tier_offer,
     warehouse_members,
 )
 from retain.rendering.environment import RenderedEmail, RenderedSms, Renderer
@@ -29,6 +30,9 @@ class Preview:
     member_from: str
     email: RenderedEmail | None
     sms: RenderedSms | None
+    #: Whose offer the preview shows: "<campaign>'s offer for tier <tier>" (None in the context when that
+    #: tier gets no offer), or "sample offer" when no campaign file sends the template with an offer.
+    offer_from: str = "sample offer"
 
 
 def find_member(member_id: int, warehouse: Path | None = None) -> tuple[dict[str, Any], str]:
@@ -53,19 +57,34 @@ def preview(
     variant: str | None = None,
     templates_dir: Path | None = None,
     warehouse: Path | None = None,
+    campaigns_dir: Path | None = None,
 ) -> Preview:
-    """Render ``template`` (an email folder name and/or an SMS name) with a sample offer and products,
-    as A/B ``variant`` (``campaign.variant``) when given."""
+    """Render ``template`` (an email folder name and/or an SMS name) with sample products and the offer the
+    member's ``member_tier`` gets from the first campaign file sending the template with an offer (the
+    tier's amount, the default, or no offer; ``sample_tier_offer``), else a sample offer; as A/B
+    ``variant`` (``campaign.variant``) when given."""
+    from retain.rendering.validation import template_offers
+
     member, member_from = find_member(member_id, warehouse)
     if locale:
         member = {**member, "locale": locale}
     renderer = Renderer(templates_dir)
     campaign = Campaign(name=f"preview_{template}", journey=template, step=template, variant=variant or "")
     currency = member.get("currency") or "USD"
+    offers = template_offers(campaigns_dir)
+    sent_with = [*offers.get(("email", template), []), *offers.get(("sms", template), [])]
+    if channel in ("email", "sms"):
+        sent_with = offers.get((channel, template), [])
+    if sent_with:
+        name, file_offer = sent_with[0]
+        offer = sample_tier_offer(file_offer, member, name)
+        offer_from = f"{name}'s offer for tier {member.get('member_tier')}"
+    else:
+        offer, offer_from = sample_offer(currency), "sample offer"
     ctx = build_context(
         member,
         campaign,
-        offer=sample_offer(currency),
+        offer=offer,
         products=[{**p, "currency": currency} for p in SAMPLE_PRODUCTS],
         links=sample_links(member_id),
     )
@@ -76,4 +95,4 @@ def preview(
         raise FileNotFoundError(f"no {channel or 'email or sms'} template named {template!r} in {root}")
     email = renderer.render_email(template, ctx, campaign) if has_email and channel != "sms" else None
     sms = renderer.render_sms(template, ctx, campaign) if has_sms and channel != "email" else None
-    return Preview(member, member_from, email, sms)
+    return Preview(member, member_from, email, sms, offer_from)

@@ -1,5 +1,6 @@
 """Validate every template before anything is sent: statically against the context contract, then by
-rendering every template for every shipped locale against sample members.
+rendering every template for every shipped locale against sample members (and, for a template a campaign
+file sends with an offer, with that offer's terms for each sample member's tier).
 
 ``validate_templates`` is what the send path calls before the first message of a run; it raises
 ``TemplateValidationError`` listing each problem with template file, line and variable, so a broken template
@@ -13,7 +14,7 @@ import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
@@ -33,6 +34,9 @@ from retain.rendering.environment import (
     Renderer,
     RenderError,
 )
+
+if TYPE_CHECKING:
+    from retain.campaigns.models import Offer
 
 EMAIL_PARTS = ("subject.j2", "html.j2", "text.j2")
 
@@ -294,6 +298,40 @@ def variant_literals(ast: nodes.Template) -> set[str]:
 _TEMPLATE_OF = re.compile(r"^(?:locales/[^/]+/)?(?:email/(?P<email>[^/]+)/|sms/(?P<sms>[^/]+)\.j2$)")
 
 
+def template_offers(
+    campaigns_dir: Path | str | None = None,
+) -> dict[tuple[str, str], list[tuple[str, Offer]]]:
+    """{(channel, template): [(campaign name, offer), ...]}: the offers the campaign files send with each
+    template (per step and variant). A file that does not parse is left out (``retain campaigns validate``
+    reports it); only the file's own structure is read, never the warehouse."""
+    import yaml
+    from pydantic import ValidationError
+
+    from retain.campaigns.models import Campaign as CampaignFile
+    from retain.campaigns.models import campaign_files
+
+    found: dict[tuple[str, str], list[tuple[str, Offer]]] = {}
+    folder = Path(campaigns_dir) if campaigns_dir is not None else config.campaigns_dir()
+    for path in campaign_files(folder):
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict):
+                continue
+            campaign = CampaignFile.model_validate({**raw, "name": path.stem})
+        except (OSError, yaml.YAMLError, ValidationError):
+            continue
+        for step in campaign.step_list():
+            for variant in [None, *campaign.variants]:
+                offer = campaign.offer_for(step, variant)
+                if offer is None:
+                    continue
+                for channel, template in campaign.channels_for(step, variant).items():
+                    listed = found.setdefault((channel, template), [])
+                    if (campaign.name, offer) not in listed:
+                        listed.append((campaign.name, offer))
+    return found
+
+
 def _with_locale(member: Mapping[str, Any], locale: str) -> dict[str, Any]:
     return {**member, "locale": locale}
 
@@ -305,10 +343,13 @@ def check_templates(
     warehouse: Path | str | None = None,
     max_sms_segments: int = 2,
     variants: Mapping[tuple[str, str], Iterable[str]] | None = None,
+    offers: Mapping[tuple[str, str], Iterable[tuple[str, Offer]]] | None = None,
 ) -> ValidationReport:
     """Validate without raising; see ``validate_templates``. Each template also renders once per A/B
     variant it branches on (``campaign.variant == "b"`` in its files, layouts or partials) and per
-    variant in ``variants`` ({(channel, template): names}, e.g. from the campaign files using it)."""
+    variant in ``variants`` ({(channel, template): names}, e.g. from the campaign files using it), and
+    with each of its ``offers`` ({(channel, template): [(campaign, offer)]}; default: the campaign files'
+    in ``RETAIN_CAMPAIGNS_DIR``, ``template_offers()``) as each sample member's tier gets it."""
     templates_dir = Path(templates_dir) if templates_dir is not None else config.templates_dir()
     renderer = Renderer(templates_dir)
     locales = shipped_locales(templates_dir)
@@ -355,6 +396,7 @@ def check_templates(
         (locale, [_with_locale(m, locale) for m in sample_members]) for locale in locales
     ] + [("own", sample_members)]
 
+    offers_of = template_offers() if offers is None else {key: list(v) for key, v in offers.items()}
     emails, sms_names = discover(templates_dir)
     results = []
     for channel, names in (("email", emails), ("sms", sms_names)):
@@ -370,7 +412,7 @@ def check_templates(
                     variant=variant,
                     max_sms_segments=max_sms_segments,
                 )
-                for label, ctx in sample_contexts(group, campaign):
+                for label, ctx in sample_contexts(group, campaign, offers_of.get((channel, name), ())):
                     sample = f"{label}, locale {ctx['_locale']}"
                     if variant:
                         sample += f", variant {variant}"
@@ -396,6 +438,7 @@ def validate_templates(
     warehouse: Path | str | None = None,
     max_sms_segments: int = 2,
     variants: Mapping[tuple[str, str], Iterable[str]] | None = None,
+    offers: Mapping[tuple[str, str], Iterable[tuple[str, Offer]]] | None = None,
 ) -> ValidationReport:
     """Call before the first message of a run. Raises TemplateValidationError (file, line, variable of each
     problem) when any template fails the contract or fails to render for any shipped locale."""
@@ -405,6 +448,7 @@ def validate_templates(
         warehouse=warehouse,
         max_sms_segments=max_sms_segments,
         variants=variants,
+        offers=offers,
     )
     if not report.ok:
         raise TemplateValidationError(report)
