@@ -40,17 +40,30 @@ def ledger_sync(
     lock_timeout: Annotated[
         float, typer.Option(min=0, help="Seconds to wait for the warehouse write lock.")
     ] = 30.0,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="The warehouse holds another ledger's copy: drop it (all of raw_ledger), copy this one.",
+        ),
+    ] = False,
 ) -> None:
-    """Copy what changed in the ledger into the warehouse (schema raw_ledger) for the dbt marts."""
-    from retain.ledger.export import SyncDefinitionError, WarehouseBusy, sync_to_warehouse
+    """Copy what changed in the ledger into the warehouse (schema raw_ledger) for the dbt marts.
+
+    A warehouse holds one ledger's copy: a sync from another ledger is refused (exit 1) unless --replace."""
+    from retain.ledger.export import LedgerMismatch, SyncDefinitionError, WarehouseBusy, sync_to_warehouse
 
     target = warehouse or config.warehouse_path()
     ledger = _open_ledger(ledger_url)
     try:
         report = sync_to_warehouse(
-            ledger, target, lookback=timedelta(minutes=lookback_minutes), lock_timeout=lock_timeout
+            ledger,
+            target,
+            lookback=timedelta(minutes=lookback_minutes),
+            lock_timeout=lock_timeout,
+            replace=replace,
         )
-    except (WarehouseBusy, SyncDefinitionError) as exc:
+    except (WarehouseBusy, SyncDefinitionError, LedgerMismatch) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=1) from exc
     finally:

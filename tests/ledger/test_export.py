@@ -3,6 +3,7 @@ Every test runs on SQLite and PostgreSQL (tests/ledger/conftest.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,9 +12,16 @@ import pytest
 from sqlalchemy import update
 
 from retain.ledger import DeliveryRequest, Ledger
-from retain.ledger.export import WarehouseBusy, raw_table_columns, sync_to_warehouse
+from retain.ledger.export import (
+    ORIGIN_TABLE,
+    LedgerMismatch,
+    WarehouseBusy,
+    ledger_identity,
+    raw_table_columns,
+    sync_to_warehouse,
+)
 from retain.ledger.models import Delivery
-from tests.ledger.conftest import LOGICAL_DATE
+from tests.ledger.conftest import LOGICAL_DATE, PG_ADMIN_URL
 
 ADDRESS = "ada.lovelace@example.com"
 
@@ -202,6 +210,7 @@ def test_raw_tables_match_the_dbt_source_definition(ledger: Ledger, tmp_path: Pa
         " where table_schema = 'raw_ledger' order by table_name, ordinal_position",
     ):
         found.setdefault(table, []).append((column, dtype.lower()))
+    assert found.pop(ORIGIN_TABLE)  # which ledger the copy comes from: the sync's own, not a dbt source
     assert found == declared
 
 
@@ -228,3 +237,164 @@ def test_a_locked_warehouse_is_retried_then_reported(ledger: Ledger, tmp_path: P
         holder.kill()
         holder.wait()
     assert sync_to_warehouse(ledger, wh).tables["deliveries"].inserted == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# One warehouse, one ledger
+
+
+@pytest.fixture
+def other_ledger_url(ledger_url: str, tmp_path: Path) -> Iterator[str]:
+    """A second, empty ledger database on the same backend as ``ledger_url`` (PostgreSQL: with a password in
+    its URL, which trust authentication ignores, so the tests can check it is never shown)."""
+    if ledger_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'other-ledger.sqlite'}"
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"{make_url(ledger_url).database}_b"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield (
+        make_url(PG_ADMIN_URL).set(database=name, password="s3cret-pw").render_as_string(hide_password=False)
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def other_ledger(other_ledger_url: str) -> Iterator[Ledger]:
+    led = Ledger.open(other_ledger_url)
+    yield led
+    led.close()
+
+
+def _copy(warehouse: Path) -> list[tuple]:
+    return _rows(
+        warehouse,
+        "select id, campaign, member_id, status from raw_ledger.deliveries order by id",
+    ) + _rows(warehouse, "select id, campaign, run_id from raw_ledger.campaign_runs order by id")
+
+
+def test_a_ledger_has_one_stable_id_even_when_asked_for_at_once(ledger_url: str) -> None:
+    import threading
+
+    ledgers = [Ledger.open(ledger_url) for _ in range(4)]
+    barrier = threading.Barrier(len(ledgers))
+    ids: list[str] = []
+
+    def ask(led: Ledger) -> None:
+        barrier.wait()
+        ids.append(ledger_identity(led))
+
+    threads = [threading.Thread(target=ask, args=(led,)) for led in ledgers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert len(ids) == 4 and len(set(ids)) == 1, ids
+        assert ledger_identity(ledgers[0]) == ids[0]  # stored in the ledger: the same id later
+    finally:
+        for led in ledgers:
+            led.close()
+
+
+def test_a_warehouse_synced_from_one_ledger_refuses_another_and_keeps_its_copy(
+    ledger: Ledger, other_ledger: Ledger, tmp_path: Path
+) -> None:
+    run = ledger.start_run("spring_sale", "manual__a", LOGICAL_DATE)
+    _send(ledger, run, 4, holdout=1)
+    other = other_ledger.start_run("win_back", "manual__b", LOGICAL_DATE)
+    _send(other_ledger, other, 6)
+    wh = tmp_path / "wh.duckdb"
+    first = sync_to_warehouse(ledger, wh)
+    assert any("now records ledger" in note for note in first.notes)
+    copy_of_a = _copy(wh)
+    assert len(copy_of_a) == 5 + 1
+
+    with pytest.raises(LedgerMismatch) as refused:
+        sync_to_warehouse(other_ledger, wh)
+
+    message = str(refused.value)
+    assert "\n" not in message
+    assert ledger_identity(ledger) in message and ledger_identity(other_ledger) in message
+    assert str(ledger.engine.url.database) in message and str(other_ledger.engine.url.database) in message
+    assert "s3cret-pw" not in message and "***" not in message
+    assert "another warehouse" in message and "--replace" in message
+    assert _copy(wh) == copy_of_a, "nothing of ledger B was written"
+    assert _rows(wh, f"select ledger_id from raw_ledger.{ORIGIN_TABLE}") == [(ledger_identity(ledger),)]
+
+    # the same ledger again: fine, incremental as always
+    ledger.finish_run(run)
+    again = sync_to_warehouse(ledger, wh)
+    assert again.tables["campaign_runs"].updated == 1 and again.tables["deliveries"].inserted == 0
+    assert not again.notes
+
+
+def test_replace_drops_the_other_ledgers_copy_and_copies_this_one(
+    ledger: Ledger, other_ledger: Ledger, tmp_path: Path
+) -> None:
+    _send(ledger, ledger.start_run("spring_sale", "manual__a", LOGICAL_DATE), 4)
+    _send(other_ledger, other_ledger.start_run("win_back", "manual__b", LOGICAL_DATE), 2)
+    wh = tmp_path / "wh.duckdb"
+    sync_to_warehouse(ledger, wh)
+
+    report = sync_to_warehouse(other_ledger, wh, replace=True)
+
+    assert any(note.startswith("replaced the copy of ledger") for note in report.notes)
+    assert _rows(wh, "select campaign, count(*) from raw_ledger.deliveries group by 1") == [("win_back", 2)]
+    assert _rows(wh, "select campaign from raw_ledger.campaign_runs") == [("win_back",)]
+    assert _rows(wh, f"select ledger_id from raw_ledger.{ORIGIN_TABLE}") == [(ledger_identity(other_ledger),)]
+    with pytest.raises(LedgerMismatch):
+        sync_to_warehouse(ledger, wh)  # now A is the other ledger
+
+
+def test_a_copy_made_before_origins_were_recorded_is_adopted_only_by_its_own_ledger(
+    ledger: Ledger, other_ledger: Ledger, tmp_path: Path
+) -> None:
+    _send(ledger, ledger.start_run("spring_sale", "manual__a", LOGICAL_DATE), 3)
+    # ledger B has at least as many rows: the same ids exist there, but they are other rows
+    _send(other_ledger, other_ledger.start_run("spring_sale", "manual__a", LOGICAL_DATE), 5)
+    wh = tmp_path / "wh.duckdb"
+    sync_to_warehouse(ledger, wh)
+    with duckdb.connect(str(wh)) as con:  # as a warehouse synced before this change
+        con.execute(f"drop table raw_ledger.{ORIGIN_TABLE}")
+    copy_of_a = _copy(wh)
+
+    with pytest.raises(LedgerMismatch, match="made before ledgers were recorded.*id 1 is another row in this ledger"):
+        sync_to_warehouse(other_ledger, wh)
+    assert _copy(wh) == copy_of_a
+
+    adopted = sync_to_warehouse(ledger, wh)
+    assert any("now records ledger" in note for note in adopted.notes)
+    assert adopted.tables["deliveries"].inserted == 0
+    assert _rows(wh, f"select ledger_id from raw_ledger.{ORIGIN_TABLE}") == [(ledger_identity(ledger),)]
+
+
+def test_cli_refuses_another_ledger_in_one_line_with_exit_1(
+    ledger: Ledger, other_ledger: Ledger, other_ledger_url: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from retain.cli import app
+
+    _send(ledger, ledger.start_run("spring_sale", "manual__a", LOGICAL_DATE), 2)
+    wh = tmp_path / "wh.duckdb"
+    sync_to_warehouse(ledger, wh)
+    copy_of_a = _copy(wh)
+
+    result = CliRunner().invoke(
+        app, ["ledger", "sync", "--warehouse", str(wh), "--ledger-url", other_ledger_url]
+    )
+
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("refusing to sync ledger"), result.output
+    assert "Traceback" not in result.output and "s3cret-pw" not in result.output
+    assert _copy(wh) == copy_of_a

@@ -12,6 +12,12 @@ DuckDB cannot attach SQLite or PostgreSQL here, so the copy goes through Python 
 3. one DuckDB write transaction loads the spool and upserts by id: new rows are inserted, rows whose values
    changed are replaced (a delivery only by a row at least as new), unchanged rows are left alone.
 
+A warehouse holds the copy of one ledger. The ledger gets a stable id the first time it is synced (a UUID in
+its own small table ``ledger_identity``, created here, not by a migration); ``raw_ledger.ledger_origin``
+records the id (and the ledger's URL without password) of the first sync, and a sync from another ledger
+raises ``LedgerMismatch`` before anything is written, unless ``replace=True`` drops the old copy on purpose.
+A copy made before ids were recorded is adopted only if its newest rows are rows of this ledger.
+
 DuckDB has one writer per file: when another process holds the warehouse (a dbt build), opening is retried
 for ``lock_timeout`` seconds, then ``WarehouseBusy`` says so. The raw tables' columns and types are read from
 the dbt source definition (``models/staging/_ledger__sources.yml``), which dbt's on-run-start hook also uses,
@@ -25,6 +31,7 @@ import json
 import logging
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +41,8 @@ from typing import Any
 
 import duckdb
 import yaml
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, inspect, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from retain.ledger.models import CampaignRun, Delivery, DeliveryEvent, Suppression
 from retain.ledger.store import Ledger
@@ -65,6 +73,10 @@ class SyncDefinitionError(RuntimeError):
     """The raw-table definition (the dbt source file) is missing or does not match the ledger."""
 
 
+class LedgerMismatch(RuntimeError):
+    """The warehouse holds the copy of another ledger: syncing this one would mix two ledgers' ids."""
+
+
 @dataclass
 class TableSync:
     read: int = 0  # rows read from the ledger for this sync
@@ -78,9 +90,14 @@ class SyncReport:
     warehouse: Path
     tables: dict[str, TableSync] = field(default_factory=dict)
     seconds: float = 0.0
+    ledger_id: str = ""
+    notes: list[str] = field(
+        default_factory=list
+    )  # e.g. the warehouse adopted this ledger, or replaced a copy
 
     def lines(self) -> list[str]:
         out = [f"Ledger copied into {self.warehouse} ({RAW_SCHEMA}) in {self.seconds:.1f} s"]
+        out += [f"  {note}" for note in self.notes]
         for name, t in self.tables.items():
             out.append(
                 f"  {name:<19} read {t.read:>9,}  new {t.inserted:>9,}  changed {t.updated:>9,}"
@@ -162,6 +179,148 @@ def _watermarks(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     d = con.execute(f"select max(updated_at), max(id) from {RAW_SCHEMA}.deliveries").fetchone()
     e = con.execute(f"select max(received_at), max(id) from {RAW_SCHEMA}.delivery_events").fetchone()
     return {"deliveries_at": d[0], "deliveries_id": d[1], "events_at": e[0], "events_id": e[1]}
+
+
+# --------------------------------------------------------------------------------------------------
+# Which ledger a copy comes from
+
+IDENTITY_TABLE = "ledger_identity"  # in the ledger's database: one row, the ledger's id
+ORIGIN_TABLE = "ledger_origin"  # in the warehouse's raw_ledger: one row, the ledger the copy comes from
+_PG_IDENTITY_LOCK = 4242002  # advisory lock key (the migrations use 4242001)
+_identity = Table(
+    IDENTITY_TABLE,
+    MetaData(),
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
+    Column("ledger_id", String(36), nullable=False),
+    Column("created_at", String(32), nullable=False),  # ISO 8601 UTC, for the record
+)
+# Columns that never change once a row exists: the newest copied row of each table must match the ledger's
+# row of the same id for a copy made before ledgers had ids to be adopted.
+_FINGERPRINT = {
+    "campaign_runs": ("id", "campaign", "run_id", "logical_date", "started_at"),
+    "deliveries": (
+        "id",
+        "run_pk",
+        "campaign",
+        "journey_step",
+        "member_id",
+        "channel",
+        "logical_date",
+        "created_at",
+    ),
+    "delivery_events": ("id", "provider", "provider_event_id", "delivery_id", "received_at"),
+}
+
+
+def ledger_display_url(engine: Engine) -> str:
+    """The ledger's URL without its password (nor a password passed as a query parameter)."""
+    url = engine.url._replace(password=None)  # URL.set(password=None) would keep it (None = unchanged)
+    url = url.set(query={k: v for k, v in url.query.items() if "pass" not in k.lower()})
+    return url.render_as_string(hide_password=True)
+
+
+def ledger_identity(ledger: Ledger) -> str:
+    """The ledger's stable id (a UUID), created in ``ledger_identity`` the first time it is asked for.
+
+    Race-safe: two processes asking at once on a fresh ledger get the same id (PostgreSQL: an advisory
+    lock around create-table and insert-or-ignore; SQLite: the ledger's ``BEGIN IMMEDIATE``)."""
+    engine = ledger.engine
+    with engine.connect().execution_options(retain_read_only=True) as conn, conn.begin():
+        if inspect(conn).has_table(IDENTITY_TABLE):
+            found = conn.execute(select(_identity.c.ledger_id).where(_identity.c.id == 1)).scalar()
+            if found:
+                return str(found)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_IDENTITY_LOCK})")
+        _identity.create(conn, checkfirst=True)
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        conn.execute(
+            insert(_identity)
+            .values(id=1, ledger_id=str(uuid.uuid4()), created_at=datetime.now(UTC).isoformat())
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        return str(conn.execute(select(_identity.c.ledger_id).where(_identity.c.id == 1)).scalar_one())
+
+
+@dataclass
+class _Origin:
+    ledger_id: str
+    ledger_url: str
+    first_synced_at: datetime | None = None
+
+    def describe(self) -> str:
+        first = f", first synced {self.first_synced_at:%Y-%m-%d %H:%M} UTC" if self.first_synced_at else ""
+        return f"ledger {self.ledger_id} ({self.ledger_url}{first})"
+
+
+def _recorded_origin(con: duckdb.DuckDBPyConnection) -> _Origin | None:
+    con.execute(
+        f"create table if not exists {RAW_SCHEMA}.{ORIGIN_TABLE} (ledger_id varchar not null,"
+        " ledger_url varchar, first_synced_at timestamp, last_synced_at timestamp)"
+    )
+    row = con.execute(
+        f"select ledger_id, ledger_url, first_synced_at from {RAW_SCHEMA}.{ORIGIN_TABLE}"
+        " order by first_synced_at limit 1"
+    ).fetchone()
+    return _Origin(*row) if row else None
+
+
+def _record_origin(con: duckdb.DuckDBPyConnection, me: _Origin, now: datetime) -> None:
+    con.execute(f"delete from {RAW_SCHEMA}.{ORIGIN_TABLE}")
+    con.execute(
+        f"insert into {RAW_SCHEMA}.{ORIGIN_TABLE} values (?, ?, ?, ?)",
+        [me.ledger_id, me.ledger_url, now.replace(tzinfo=None), now.replace(tzinfo=None)],
+    )
+
+
+def _unrecorded_copy_differs(con: duckdb.DuckDBPyConnection, ledger: Ledger) -> str | None:
+    """For a copy made before origins were recorded: None when it is empty or its newest row of each table
+    is the ledger's row of the same id (same never-changing columns), else what differs."""
+    with ledger.engine.connect().execution_options(retain_read_only=True) as conn, conn.begin():
+        for name, cols in _FINGERPRINT.items():
+            quoted = ", ".join(f'"{c}"' for c in cols)
+            copied = con.execute(
+                f"select {quoted} from {RAW_SCHEMA}.{name} order by id desc limit 1"
+            ).fetchone()
+            if copied is None:
+                continue
+            table = _COPIED[name][0].__table__
+            mine = conn.execute(select(*(table.c[c] for c in cols)).where(table.c.id == copied[0])).first()
+            if mine is None:
+                return f"{name} id {copied[0]} is not in this ledger"
+            if [_cell(v) for v in mine] != [_cell(v) for v in copied]:
+                return f"{name} id {copied[0]} is another row in this ledger"
+    return None
+
+
+def _check_origin(
+    con: duckdb.DuckDBPyConnection, ledger: Ledger, me: _Origin, warehouse: Path, *, replace: bool
+) -> tuple[str, _Origin | None]:
+    """``("same" | "adopt" | "replace", recorded origin)``; raises ``LedgerMismatch`` (nothing written)."""
+    recorded = _recorded_origin(con)
+    advice = (
+        "sync into another warehouse (--warehouse or RETAIN_WAREHOUSE), or pass --replace to drop that copy"
+        " and copy this ledger instead"
+    )
+    if recorded is not None:
+        if recorded.ledger_id == me.ledger_id:
+            return "same", recorded
+        if replace:
+            return "replace", recorded
+        raise LedgerMismatch(
+            f"refusing to sync {me.describe()} into {warehouse}: its {RAW_SCHEMA} is the copy of another"
+            f" {recorded.describe()}; {advice}"
+        )
+    differs = _unrecorded_copy_differs(con, ledger)
+    if differs is None:
+        return "adopt", None
+    if replace:
+        return "replace", None
+    raise LedgerMismatch(
+        f"refusing to sync {me.describe()} into {warehouse}: its {RAW_SCHEMA} holds a copy made before"
+        f" ledgers were recorded that is not of this ledger ({differs}); {advice}"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -329,25 +488,37 @@ def sync_to_warehouse(
     lookback: timedelta = DEFAULT_LOOKBACK,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
     dbt_project_dir: Path | None = None,
+    replace: bool = False,
 ) -> SyncReport:
     """Copy what changed in the ledger since the last sync into ``raw_ledger`` of the DuckDB warehouse.
 
     Idempotent: a sync with nothing new inserts and changes nothing. Safe to run after every campaign run;
-    a sync that fails half-way changes nothing (one DuckDB transaction)."""
+    a sync that fails half-way changes nothing (one DuckDB transaction). Raises ``LedgerMismatch``, having
+    written nothing, when the warehouse holds the copy of another ledger; ``replace=True`` drops that copy
+    (every raw_ledger row) and copies this ledger in its place, in the same one transaction."""
     started = time.monotonic()
     warehouse = Path(warehouse_path)
     columns = raw_table_columns(dbt_project_dir)
     for name in (*_COPIED, "suppression_counts"):
         if name not in columns:
             raise SyncDefinitionError(f"the dbt source 'ledger' lacks the table {name}")
+    me = _Origin(ledger_identity(ledger), ledger_display_url(ledger.engine))
+    report = SyncReport(warehouse, ledger_id=me.ledger_id)
     con = _connect(warehouse, lock_timeout)
     try:
         create_raw_tables(con, columns)
-        marks = _watermarks(con)
+        mode, recorded = _check_origin(con, ledger, me, warehouse, replace=replace)
+        if mode == "adopt":  # recorded at once: a concurrent sync of another ledger now sees it and refuses
+            _record_origin(con, me, datetime.now(UTC))
+        marks = _watermarks(con) if mode != "replace" else dict.fromkeys(_watermarks(con))
     finally:
         con.close()
+    if mode == "replace":
+        what = recorded.describe() if recorded else "a copy made before ledgers were recorded"
+        report.notes.append(f"replaced the copy of {what} with {me.describe()}")
+    elif mode == "adopt":
+        report.notes.append(f"the warehouse now records {me.describe()} as the ledger it copies")
 
-    report = SyncReport(warehouse)
     with tempfile.TemporaryDirectory(prefix="retain-ledger-sync-") as tmp:
         spool = Path(tmp)
         read = _read_ledger(ledger, columns, marks, spool, lookback=lookback, batch=batch_size)
@@ -355,6 +526,25 @@ def sync_to_warehouse(
         con = _connect(warehouse, lock_timeout)
         try:
             con.execute("begin transaction")
+            current = _recorded_origin(con)
+            if mode == "replace":
+                if (current and current.ledger_id) != (recorded and recorded.ledger_id):
+                    raise LedgerMismatch(
+                        f"{warehouse}: {RAW_SCHEMA} changed while this sync ran (another sync?); run it again"
+                    )
+                for name in (*_COPIED, "suppression_counts"):
+                    con.execute(f"delete from {RAW_SCHEMA}.{name}")
+                _record_origin(con, me, now)
+            elif current is None or current.ledger_id != me.ledger_id:
+                # replaced by another ledger's sync since the check above
+                raise LedgerMismatch(
+                    f"refusing to sync {me.describe()} into {warehouse}: its {RAW_SCHEMA} became the copy"
+                    f" of another {current.describe() if current else 'ledger'} while this sync ran"
+                )
+            else:
+                con.execute(
+                    f"update {RAW_SCHEMA}.{ORIGIN_TABLE} set last_synced_at = ?", [now.replace(tzinfo=None)]
+                )
             for name, (_model, guard) in _COPIED.items():
                 staged = [c for c in columns[name] if c[0] != "synced_at"]
                 result = report.tables[name] = TableSync(read=read[name])
