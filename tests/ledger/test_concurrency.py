@@ -146,4 +146,4 @@ def test_killing_workers_at_random_points_never_sends_twice_nor_loses_a_message(
 def test_concurrent_first_migrations_do_not_collide(ledger_url: str):
     with CTX.Pool(3) as pool:
         revisions = pool.map(_workers.open_and_report, [ledger_url] * 3)
-    assert revisions == ["0002"] * 3
+    assert revisions == ["0003"] * 3

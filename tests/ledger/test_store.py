@@ -11,7 +11,14 @@ import pytest
 from retain.ledger import DeliveryRequest, Ledger, LedgerError, address_hash, idempotency_key
 from tests.ledger.conftest import LOGICAL_DATE
 
-EXPECTED_TABLES = ["campaign_runs", "deliveries", "delivery_events", "ledger_alembic_version", "suppressions"]
+EXPECTED_TABLES = [
+    "campaign_locks",
+    "campaign_runs",
+    "deliveries",
+    "delivery_events",
+    "ledger_alembic_version",
+    "suppressions",
+]
 
 
 def requests(n: int, *, step: str = "welcome_1", channel: str = "email") -> list[DeliveryRequest]:
@@ -19,7 +26,7 @@ def requests(n: int, *, step: str = "welcome_1", channel: str = "email") -> list
 
 
 def test_migrations_build_every_table_from_empty_and_roll_back(ledger: Ledger):
-    assert ledger.current_revision() == "0002"
+    assert ledger.current_revision() == "0003"
     assert ledger.table_names() == EXPECTED_TABLES
     ledger.downgrade("base")
     assert ledger.table_names() == ["ledger_alembic_version"]
@@ -31,7 +38,7 @@ def test_migrations_build_every_table_from_empty_and_roll_back(ledger: Ledger):
 def test_migrate_twice_is_a_no_op(ledger_url: str):
     for _ in range(2):
         led = Ledger.open(ledger_url)
-        assert led.current_revision() == "0002"
+        assert led.current_revision() == "0003"
         led.close()
 
 

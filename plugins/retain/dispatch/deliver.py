@@ -27,6 +27,7 @@ from retain.dispatch.shared import send_with_shared
 from retain.dispatch.types import CircuitBreaker, ContextFor, DispatchSpec, Recipient
 from retain.ledger import ClaimedDelivery, Ledger, LedgerError, Run, address_hash, redact
 from retain.ledger.models import utcnow
+from retain.ledger.runs import Keepalive
 from retain.ledger.store import DEFAULT_LEASE
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,9 @@ def deliver(
     # One batch is on the network while the next one is claimed, checked and rendered; it is sent
     # only after the one before was recorded and the circuit breaker has looked at it.
     in_flight: _InFlight | None = None
-    with ThreadPoolExecutor(1, thread_name_prefix="dispatch-send") as sender:
+    # the heartbeat renews this worker's claims while it lives: a re-run waits for it instead of
+    # reconciling messages that are still on their way
+    with Keepalive(ledger, worker_id), ThreadPoolExecutor(1, thread_name_prefix="dispatch-send") as sender:
         try:
             while True:
                 if max_messages is not None and claimed_total >= max_messages:

@@ -16,6 +16,7 @@ from retain.dispatch.members import MemberSource
 from retain.dispatch.types import ContextFor, DispatchSpec, Recipient
 from retain.ledger import DeliveryRequest, Ledger, Run, idempotency_key
 from retain.ledger.models import utcnow
+from retain.ledger.store import ContactLookup
 
 log = logging.getLogger(__name__)
 
@@ -156,16 +157,26 @@ def prepare(
             if problems and not r.skip_reason:
                 ledger.pause_run(run, f"template {r.channel}/{r.template} is broken")
                 raise TemplateProblem(spec.campaign, problems)
-        requests, queued_total = _decide(
-            ledger, spec, run, chunk, members, test_addresses, now, limit, queued_total
-        )
+        planned = _check(ledger, spec, chunk, members, test_addresses, now)
+        capped = _Capped(spec, run, planned, now, limit, queued_total)
+        result = ledger.enqueue(run, (), decide=capped.decide)
+        requests, queued_total = capped.requests, capped.queued_total
         if limit is not None and queued_total >= limit and len(requests) < len(chunk):
             report.limited = True
-        result = ledger.enqueue(run, (req for req, _ in requests))
         report.new += result.new
         report.existing += result.existing
         for req, row in requests:
-            if req.skip_reason:
+            key = idempotency_key(
+                run.campaign,
+                req.journey_step,
+                req.member_id,
+                req.channel,
+                run.logical_date,
+                dry_run=run.dry_run,
+            )
+            if key in result.contacted:  # another run holds this member's contact (the unique index said so)
+                report.decided["already_contacted"] += 1
+            elif req.skip_reason:
                 report.decided[req.skip_reason] += 1
             else:
                 report.decided["deferred" if req.not_before else "queued"] += 1
@@ -199,19 +210,19 @@ def prepare(
     return report
 
 
-def _decide(
+_Planned = tuple[Recipient, str | None, str | None, Mapping[str, Any] | None, datetime | None]
+
+
+def _check(
     ledger: Ledger,
     spec: DispatchSpec,
-    run: Run,
     chunk: list[Recipient],
     members: MemberSource,
     test_addresses: Mapping[str, str],
     now: datetime,
-    limit: int | None,
-    queued_total: int,
-) -> tuple[list[tuple[DeliveryRequest, Mapping[str, Any] | None]], int]:
+) -> list[_Planned]:
     """One chunk through the checks, in order: campaign-layer skip, member row, consent, suppression,
-    address validity, quiet hours (deferral), frequency cap. Returns (request, member row) pairs."""
+    address validity, quiet hours (deferral). Returns (recipient, skip, address, member row, release)."""
     rows = members.get([r.member_id for r in chunk if not r.is_test])
     decided: list[tuple[Recipient, str | None, str | None, Mapping[str, Any] | None]] = []
     for r in chunk:
@@ -233,7 +244,7 @@ def _decide(
             decided.append((r, None, checks.member_address(r.channel, row), row))
 
     # suppressions, by member and by address hash, one query per channel
-    for channel in ("email", "sms"):
+    for channel in checks.ADDRESS_COLUMN:
         pending = [i for i, (r, skip, _, _) in enumerate(decided) if skip is None and r.channel == channel]
         if not pending:
             continue
@@ -242,9 +253,7 @@ def _decide(
             r, _, address, row = decided[pending[pos]]
             decided[pending[pos]] = (r, checks.SUPPRESSED, address, row)
 
-    out_planned: list[
-        tuple[Recipient, str | None, str | None, Mapping[str, Any] | None, datetime | None]
-    ] = []
+    out: list[_Planned] = []
     for r, skip, address, row in decided:
         normalised = None
         if skip is None:
@@ -255,54 +264,78 @@ def _decide(
         if skip is None and not r.is_test and row is not None:
             zone = checks.member_zone(row.get("timezone"))
             release = checks.quiet_hours_release(now, zone, spec.quiet_hours.get(r.channel))
-        out_planned.append((r, skip, normalised, row, release))
+        out.append((r, skip, normalised, row, release))
+    return out
 
-    # frequency cap: the ledger's marketing messages (any campaign, queued or sent) plus this chunk's
-    cap = spec.frequency_cap if spec.is_marketing else None
-    contacts: dict[str, list[datetime]] = {}
-    if cap is not None:
-        ids = sorted({r.member_id for r, skip, *_ in out_planned if skip is None and not r.is_test})
-        keys = [
-            idempotency_key(
-                run.campaign, r.journey_step, r.member_id, r.channel, run.logical_date, dry_run=run.dry_run
-            )
-            for r, *_ in out_planned
-        ]
-        contacts = ledger.contact_times(
-            ids, now - timedelta(days=8), now + timedelta(days=2), run=run, exclude_keys=keys
-        )
 
-    requests: list[tuple[DeliveryRequest, Mapping[str, Any] | None]] = []
-    for r, skip, address, row, release in out_planned:
-        if skip is None and limit is not None and queued_total >= limit:
-            break
-        if skip is None and cap is not None and not r.is_test and row is not None:
-            planned = release or now
-            zone = checks.member_zone(row.get("timezone"))
-            mine = contacts.setdefault(r.member_id, [])
-            if checks.over_cap(planned, zone, cap, mine):
-                skip = checks.FREQUENCY_CAP
-            else:
-                mine.append(planned)
-        if skip is None:
-            queued_total += 1
-        requests.append(
-            (
-                DeliveryRequest(
+class _Capped:
+    """The last check, the frequency cap, run by ``Ledger.enqueue(decide=...)`` inside the transaction
+    that inserts the chunk: the ledger's marketing messages (any campaign, queued or sent) are read under
+    the same lock as the insert, so two campaigns at once cannot both take a member's last slot."""
+
+    def __init__(
+        self,
+        spec: DispatchSpec,
+        run: Run,
+        planned: list[_Planned],
+        now: datetime,
+        limit: int | None,
+        queued_total: int,
+    ) -> None:
+        self.spec, self.run, self.planned, self.now, self.limit = spec, run, planned, now, limit
+        self.queued_total = queued_total
+        self.requests: list[tuple[DeliveryRequest, Mapping[str, Any] | None]] = []
+
+    def decide(self, lookup: ContactLookup) -> list[DeliveryRequest]:
+        spec, run, now = self.spec, self.run, self.now
+        cap = spec.frequency_cap if spec.is_marketing else None
+        contacts: dict[str, list[datetime]] = {}
+        if cap is not None:
+            ids = sorted({r.member_id for r, skip, *_ in self.planned if skip is None and not r.is_test})
+            keys = [
+                idempotency_key(
+                    run.campaign,
                     r.journey_step,
                     r.member_id,
                     r.channel,
-                    address=address if skip is None else None,
-                    template=r.template,
-                    skip_reason=skip,
-                    variant=r.variant,
-                    is_test=r.is_test,
-                    not_before=release if skip is None else None,
-                ),
-                row,
+                    run.logical_date,
+                    dry_run=run.dry_run,
+                )
+                for r, *_ in self.planned
+            ]
+            contacts = lookup(ids, now - timedelta(days=8), now + timedelta(days=2), keys)
+        self.requests = []
+        for r, skip, address, row, release in self.planned:
+            if skip is None and self.limit is not None and self.queued_total >= self.limit:
+                break
+            if skip is None and cap is not None and not r.is_test and row is not None:
+                planned = release or now
+                zone = checks.member_zone(row.get("timezone"))
+                mine = contacts.setdefault(r.member_id, [])
+                if checks.over_cap(planned, zone, cap, mine):
+                    skip = checks.FREQUENCY_CAP
+                else:
+                    mine.append(planned)
+            if skip is None:
+                self.queued_total += 1
+            self.requests.append(
+                (
+                    DeliveryRequest(
+                        r.journey_step,
+                        r.member_id,
+                        r.channel,
+                        address=address if skip is None else None,
+                        template=r.template,
+                        skip_reason=skip,
+                        variant=r.variant,
+                        is_test=r.is_test,
+                        not_before=release if skip is None else None,
+                        contact_scope=r.contact_scope,
+                    ),
+                    row,
+                )
             )
-        )
-    return requests, queued_total
+        return [req for req, _ in self.requests]
 
 
 def _sample(

@@ -85,6 +85,9 @@ class Recipient:
     variant: str | None = None
     skip_reason: str | None = None
     is_test: bool = False
+    # one contact per (campaign, step, member, channel, scope) across runs, enforced by the ledger's unique
+    # index: "" for a manual campaign, the entry day for a journey; None: per logical date only
+    contact_scope: str | None = None
 
 
 # The campaign layer's per-message content: (member_segments row, recipient) -> extra template context

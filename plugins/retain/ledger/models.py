@@ -25,12 +25,15 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 STATUSES = ("queued", "sending", "sent", "failed", "skipped")
+#: the statuses that hold a member's contact for a campaign (the ``contact_key`` unique index)
+LIVE_STATUSES = ("queued", "sending", "sent")
 CHANNELS = ("email", "sms")
 SUPPRESSION_REASONS = (
     "bounce",
@@ -100,11 +103,13 @@ class CampaignRun(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # running | paused (circuit breaker; paused_reason says why) | finished   (0002)
+    # | abandoned (its worker died; a later run of the campaign took its messages over: superseded_by) (0003)
     status: Mapped[str] = mapped_column(String(10), default="running", server_default="running")
     paused_reason: Mapped[str | None] = mapped_column(Text)
     # the warehouse date the audience was frozen at, and the run's counts (dry-run summary)   (0002)
     as_of_date: Mapped[date | None] = mapped_column(Date)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    superseded_by: Mapped[int | None] = mapped_column(Integer)  # 0003: the run that took its messages over
 
 
 class Delivery(Base):
@@ -119,6 +124,15 @@ class Delivery(Base):
         Index(None, "status", "campaign", "logical_date"),
         Index(None, "member_id", "sent_at"),
         Index(None, "provider", "provider_message_id"),
+        # 0003: one live message per member, campaign, step, channel and journey entry, whatever the run
+        Index(
+            "uq_deliveries_contact_key_live",
+            "contact_key",
+            unique=True,
+            sqlite_where=text(f"contact_key IS NOT NULL AND {_in('status', LIVE_STATUSES)}"),
+            postgresql_where=text(f"contact_key IS NOT NULL AND {_in('status', LIVE_STATUSES)}"),
+        ),
+        Index(None, "campaign", "contact_key"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -152,6 +166,24 @@ class Delivery(Base):
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime())
     provider_state: Mapped[str | None] = mapped_column(String(30))
     provider_state_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # 0003: see retain.ledger.store.contact_key (NULL: dry runs, tests, dispatch-level runs); a claim
+    # holds the row until ``lease_until``, which the sending worker's heartbeat keeps pushing forward
+    contact_key: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class CampaignLock(Base):
+    """Who is preparing a campaign now (0003): one row per campaign, held until ``lease_until``, which the
+    holder's heartbeat renews. A run that finds it held by a live holder waits; a dead holder's lease runs
+    out and the next run takes the lock (and the dead run's messages) over."""
+
+    __tablename__ = "campaign_locks"
+
+    campaign: Mapped[str] = mapped_column(String(200), primary_key=True)
+    run_pk: Mapped[int] = mapped_column(Integer)
+    holder: Mapped[str] = mapped_column(String(200))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    lease_until: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class DeliveryEvent(Base):

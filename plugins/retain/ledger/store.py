@@ -23,7 +23,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -46,10 +46,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from retain.ledger.models import (
     CHANNELS,
     LIFTABLE_REASONS,
+    LIVE_STATUSES,
     SUPPRESSION_REASONS,
     CampaignRun,
     Delivery,
@@ -63,13 +65,55 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30
 DEFAULT_MAX_ATTEMPTS = 3
-DEFAULT_LEASE = timedelta(minutes=15)
+DEFAULT_LEASE = timedelta(minutes=15)  # rows claimed before leases existed (lease_until NULL)
+CLAIM_LEASE = timedelta(seconds=60)  # a claim's lease; the sending worker's heartbeat renews it
+_CONTACT_LOCK = 4242002  # PostgreSQL advisory lock: frequency-cap decisions and their inserts, one at a time
 _CHUNK = 500  # rows per multi-row INSERT / IN (...) list: well under SQLite's bound-variable limit
 _KEY_VERSION = "retain-delivery-v1"
 
 
 class LedgerError(Exception):
     """An operation that the state machine does not allow (e.g. mark_sent on a queued row)."""
+
+
+class LedgerUnavailable(RuntimeError):
+    """The ledger database cannot be read or written (read-only file, full disk, server down). The message
+    is one line: the ledger's URL without its password, what went wrong and what to do."""
+
+    def __init__(self, url: str, reason: str, hint: str) -> None:
+        self.url, self.reason, self.hint = url, reason, hint
+        super().__init__(f"ledger {url}: {reason}; {hint}")
+
+
+_HINTS = (
+    (("readonly", "read-only", "read only"), "cannot write to it: make the file and its folder writable "
+     "or point RETAIN_LEDGER_URL elsewhere"),
+    (("disk is full", "no space", "database or disk is full", "could not extend", "disk full"),
+     "the disk holding it is full: free space, then run the same command again (the next run resumes "
+     "what this one left; nothing is sent twice)"),
+    (("unable to open", "could not open", "no such file", "permission denied"),
+     "cannot open it: check the path and permissions in RETAIN_LEDGER_URL"),
+    (("connection refused", "could not connect", "connection to server", "timeout expired",
+      "server closed the connection", "could not translate host"),
+     "cannot reach the database server: check that it runs and the URL in RETAIN_LEDGER_URL or the "
+     "retain_ledger connection"),
+)  # fmt: skip
+
+
+def unavailable(engine: Engine, exc: BaseException) -> LedgerUnavailable:
+    """The one-line error for a database failure of the ledger at ``engine``."""
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    reason = redact(detail[0] if detail else type(exc).__name__)[:200]
+    low = reason.lower()
+    hint = next(
+        (h for keys, h in _HINTS if any(k in low for k in keys)),
+        "check the database and RETAIN_LEDGER_URL; the next run resumes what this one left",
+    )
+    return LedgerUnavailable(engine.url.render_as_string(hide_password=True), reason, hint)
+
+
+#: what a database failure of the ledger looks like (an IntegrityError is a bug, not an outage)
+_OUTAGES = (OperationalError, InterfaceError, OSError)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -157,6 +201,16 @@ def idempotency_key(
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
+def contact_key(campaign: str, journey_step: str, member_id: str, channel: str, scope: str) -> str:
+    """sha256 hex of ``retain-contact-v1``, campaign, journey step, member id, channel and ``scope`` (a
+    journey entry's day, or ``""``: once per campaign). A partial unique index allows one live row (queued,
+    sending or sent) per key, so no mix of runs, dates, retries or processes contacts a member twice."""
+    parts = ("retain-contact-v1", campaign, journey_step, str(member_id), channel, scope)
+    if any("\x1f" in p for p in parts):
+        raise ValueError("key parts may not contain U+001F")
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
 # --------------------------------------------------------------------------------------------------
 # Value objects
 
@@ -177,6 +231,9 @@ class DeliveryRequest:
     variant: str | None = None  # A/B variant (or "control"), for per-variant reports
     is_test: bool = False  # a test send (campaign_send "test recipients")
     not_before: datetime | None = None  # quiet-hours deferral: claim() leaves it until then
+    # one contact per (campaign, step, member, channel, scope) across runs (``contact_key``): the campaign
+    # layer sets it ("" for a manual campaign, the entry day for a journey); None: per logical date only
+    contact_scope: str | None = None
 
     def __repr__(self) -> str:  # never show the address, even in a traceback
         return (
@@ -219,10 +276,18 @@ class ClaimedDelivery:
     not_before: datetime | None
 
 
+#: ``(member_ids, since, until, exclude_keys) -> {member_id: [contact times]}`` (``Ledger.contact_times``)
+ContactLookup = Callable[[Iterable[str], datetime, datetime, Iterable[str]], dict[str, list[datetime]]]
+
+
 @dataclass(frozen=True)
 class EnqueueResult:
     new: int
     existing: int
+    #: idempotency keys recorded as skipped ``already_contacted``: another run holds the member's contact
+    contacted: frozenset[str] = frozenset()
+    #: requests as finally enqueued (after ``decide``), in order
+    requests: tuple[DeliveryRequest, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -402,7 +467,10 @@ class Ledger:
             from retain.config import ledger_url
 
             url = ledger_url()
-        ledger = cls(make_engine(url), **kwargs)
+        try:
+            ledger = cls(make_engine(url), **kwargs)
+        except OSError as exc:  # the SQLite file's folder cannot be made
+            raise unavailable(create_engine(url), exc) from exc
         if migrate:
             ledger.migrate()
         return ledger
@@ -428,9 +496,12 @@ class Ledger:
         """``alembic upgrade <revision>``, programmatically; safe when several processes do it at once."""
         from alembic import command
 
-        with self.engine.connect() as conn:
-            command.upgrade(self._alembic_config(conn), revision)
-            conn.commit()
+        try:
+            with self.engine.connect() as conn:
+                command.upgrade(self._alembic_config(conn), revision)
+                conn.commit()
+        except _OUTAGES as exc:
+            raise unavailable(self.engine, exc) from exc
 
     def downgrade(self, revision: str = "base") -> None:
         from alembic import command
@@ -453,25 +524,40 @@ class Ledger:
     def _tx(self, *, durable: bool = False) -> Iterator[Connection]:
         """A short write transaction (``BEGIN IMMEDIATE`` on SQLite). ``durable``: on SQLite, this
         commit is synced to disk (``synchronous=FULL``) even though the ledger's others are not: a claim
-        must survive a power loss, or its rows would come back queued after the provider took them."""
-        if not (durable and self.engine.dialect.name == "sqlite"):
-            with self.engine.begin() as conn:
-                yield conn
-            return
-        with self.engine.connect() as conn:
-            raw = conn.connection.driver_connection
-            raw.execute("PRAGMA synchronous = FULL")
-            try:
-                with conn.begin():
+        must survive a power loss, or its rows would come back queued after the provider took them.
+        A database failure raises ``LedgerUnavailable`` (one line naming the ledger)."""
+        try:
+            if not (durable and self.engine.dialect.name == "sqlite"):
+                with self.engine.begin() as conn:
                     yield conn
-            finally:
-                raw.execute("PRAGMA synchronous = NORMAL")
+                return
+            with self.engine.connect() as conn:
+                raw = conn.connection.driver_connection
+                raw.execute("PRAGMA synchronous = FULL")
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    raw.execute("PRAGMA synchronous = NORMAL")
+        except _OUTAGES as exc:
+            raise unavailable(self.engine, exc) from exc
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         """A read-only transaction: a consistent snapshot that does not take SQLite's write lock."""
-        with self.engine.connect().execution_options(retain_read_only=True) as conn, conn.begin():
-            yield conn
+        try:
+            with self.engine.connect().execution_options(retain_read_only=True) as conn, conn.begin():
+                yield conn
+        except _OUTAGES as exc:
+            raise unavailable(self.engine, exc) from exc
+
+    def read(self) -> Any:
+        """A read-only snapshot for callers outside the ledger (run overviews, campaign look-ups)."""
+        return self._read()
+
+    def write(self, *, durable: bool = False) -> Any:
+        """A short write transaction for the ledger's own helpers (retain.ledger.runs)."""
+        return self._tx(durable=durable)
 
     # -- runs --------------------------------------------------------------------------------------
 
@@ -505,7 +591,10 @@ class Ledger:
                 )
             ).one()
         if (row.logical_date, row.dry_run) != (values["logical_date"], dry_run):
-            raise LedgerError(f"run {campaign}/{run_id} exists with another logical date or dry-run flag")
+            raise LedgerError(
+                f"run {campaign}/{run_id} exists already with logical date "
+                f"{row.logical_date:%Y-%m-%d %H:%M:%S} UTC (dry run: {row.dry_run}); give another run id"
+            )
         log.info("ledger run %s/%s (id %s, dry_run=%s)", campaign, run_id, row.id, row.dry_run)
         return Run(row.id, row.campaign, row.run_id, row.logical_date, row.dry_run, row.is_marketing)
 
@@ -577,59 +666,158 @@ class Ledger:
 
     # -- enqueue -----------------------------------------------------------------------------------
 
-    def enqueue(self, run: Run, deliveries: Iterable[DeliveryRequest]) -> EnqueueResult:
+    def enqueue(
+        self,
+        run: Run,
+        deliveries: Iterable[DeliveryRequest],
+        *,
+        decide: Callable[[ContactLookup], Sequence[DeliveryRequest]] | None = None,
+    ) -> EnqueueResult:
         """Insert-or-ignore every intended message on its idempotency key. A retry or re-run of the
         same logical date inserts nothing new; the first write wins (a row queued by the first run
-        stays queued even if the re-run would have skipped it, and vice versa)."""
-        now = utcnow()
-        rows = []
-        for req in deliveries:
-            if req.channel not in CHANNELS:
-                raise ValueError(f"unknown channel {req.channel!r}")
-            hashed = req.address_hash
-            if req.address is not None:
-                hashed = address_hash(req.channel, req.address)
-            rows.append(
-                {
-                    "idempotency_key": idempotency_key(
-                        run.campaign,
-                        req.journey_step,
-                        req.member_id,
-                        req.channel,
-                        run.logical_date,
-                        dry_run=run.dry_run,
-                    ),
-                    "run_pk": run.id,
-                    "campaign": run.campaign,
-                    "journey_step": req.journey_step,
-                    "member_id": str(req.member_id),
-                    "channel": req.channel,
-                    "logical_date": run.logical_date,
-                    "dry_run": run.dry_run,
-                    "is_marketing": run.is_marketing,
-                    "address_hash": hashed,
-                    "template": req.template,
-                    "content_hash": req.content_hash,
-                    "status": "skipped" if req.skip_reason else "queued",
-                    "skip_reason": req.skip_reason,
-                    "variant": req.variant,
-                    "is_test": req.is_test,
-                    "not_before": None if req.skip_reason else req.not_before,
-                    "attempts": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-        new = 0
-        for chunk in _chunks(rows):
+        stays queued even if the re-run would have skipped it, and vice versa).
+
+        A request with a ``contact_scope`` (real runs, not tests) also carries a ``contact_key``: when
+        another run already holds that member's contact live, the row is recorded as skipped
+        ``already_contacted`` instead (the database's unique index decides, not an earlier read).
+
+        ``decide``: the frequency cap. It gets a look-up of every member's planned and sent marketing
+        messages and returns the requests to insert (``deliveries`` is then ignored). The look-up and the
+        inserts are one transaction under a lock (SQLite's write lock; an advisory lock on PostgreSQL), so
+        two campaigns deciding at once never both take a member's last slot."""
+        if decide is None:
+            requests = list(deliveries)
+            new = existing = 0
+            contacted: set[str] = set()
+            for chunk in _chunks(requests):
+                with self._tx() as conn:
+                    n, e, c = self._insert_requests(conn, run, chunk)
+                new, existing = new + n, existing + e
+                contacted |= c
+        else:
             with self._tx() as conn:
-                # executemany of one cached statement (SQLAlchemy batches it as "insertmanyvalues"):
-                # compiling a 500-row VALUES clause per chunk cost more than the insert itself
-                stmt = _insert(conn, Delivery).on_conflict_do_nothing(index_elements=["idempotency_key"])
-                new += len(conn.execute(stmt.returning(Delivery.id), list(chunk)).all())
-        result = EnqueueResult(new=new, existing=len(rows) - new)
-        log.info("ledger enqueue run %s: %s new, %s existing", run.id, result.new, result.existing)
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_CONTACT_LOCK})")
+
+                def lookup(
+                    ids: Iterable[str], since: datetime, until: datetime, exclude: Iterable[str]
+                ) -> Any:
+                    return self._contact_times(conn, ids, since, until, run=run, exclude_keys=exclude)
+
+                requests = list(decide(lookup))
+                new = existing = 0
+                contacted = set()
+                for chunk in _chunks(requests):
+                    n, e, c = self._insert_requests(conn, run, chunk)
+                    new, existing = new + n, existing + e
+                    contacted |= c
+        result = EnqueueResult(
+            new=new, existing=existing, contacted=frozenset(contacted), requests=tuple(requests)
+        )
+        log.info(
+            "ledger enqueue run %s: %s new, %s existing, %s already contacted by another run",
+            run.id,
+            result.new,
+            result.existing,
+            len(contacted),
+        )
         return result
+
+    def _row(self, run: Run, req: DeliveryRequest, now: datetime) -> dict[str, Any]:
+        if req.channel not in CHANNELS:
+            raise ValueError(f"unknown channel {req.channel!r}")
+        hashed = req.address_hash
+        if req.address is not None:
+            hashed = address_hash(req.channel, req.address)
+        key = idempotency_key(
+            run.campaign, req.journey_step, req.member_id, req.channel, run.logical_date, dry_run=run.dry_run
+        )
+        live = not (req.skip_reason or run.dry_run or req.is_test or req.contact_scope is None)
+        return {
+            "idempotency_key": key,
+            "run_pk": run.id,
+            "campaign": run.campaign,
+            "journey_step": req.journey_step,
+            "member_id": str(req.member_id),
+            "channel": req.channel,
+            "logical_date": run.logical_date,
+            "dry_run": run.dry_run,
+            "is_marketing": run.is_marketing,
+            "address_hash": hashed,
+            "template": req.template,
+            "content_hash": req.content_hash,
+            "status": "skipped" if req.skip_reason else "queued",
+            "skip_reason": req.skip_reason,
+            "variant": req.variant,
+            "is_test": req.is_test,
+            "not_before": None if req.skip_reason else req.not_before,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+            "contact_key": (
+                contact_key(
+                    run.campaign, req.journey_step, req.member_id, req.channel, req.contact_scope or ""
+                )
+                if live
+                else None
+            ),
+            "lease_until": None,
+        }
+
+    def _insert_requests(
+        self, conn: Connection, run: Run, requests: Sequence[DeliveryRequest]
+    ) -> tuple[int, int, set[str]]:
+        """(new, existing, idempotency keys recorded as already_contacted) for one chunk, in ``conn``."""
+        now = utcnow()
+        rows = [self._row(run, req, now) for req in requests]
+        if not rows:
+            return 0, 0, set()
+        cols = Delivery.__table__.c
+        # executemany of one cached statement (SQLAlchemy batches it as "insertmanyvalues"): compiling a
+        # 500-row VALUES clause per chunk cost more than the insert itself. No conflict target: a row is
+        # left out when its idempotency key exists (a retry) or its contact key is live in another run.
+        stmt = _insert(conn, Delivery).on_conflict_do_nothing()
+        inserted = set(conn.execute(stmt.returning(cols.idempotency_key), rows).scalars())
+        missing = [r for r in rows if r["idempotency_key"] not in inserted]
+        if not missing:
+            return len(inserted), 0, set()
+        there = set(
+            conn.execute(
+                select(cols.idempotency_key).where(
+                    cols.idempotency_key.in_([r["idempotency_key"] for r in missing])
+                )
+            ).scalars()
+        )
+        held = [r for r in missing if r["idempotency_key"] not in there and r["contact_key"] is not None]
+        # a live row of this very run date (one an abandoned run handed over) is this run's own message
+        mine = set(
+            conn.execute(
+                select(cols.contact_key).where(
+                    cols.contact_key.in_([r["contact_key"] for r in held]),
+                    cols.status.in_(LIVE_STATUSES),
+                    cols.campaign == run.campaign,
+                    cols.logical_date == run.logical_date,
+                    cols.dry_run == run.dry_run,
+                )
+            ).scalars()
+        ) if held else set()  # fmt: skip
+        skipped = [
+            {
+                **r,
+                "status": "skipped",
+                "skip_reason": "already_contacted",
+                "contact_key": None,
+                "not_before": None,
+                "address_hash": None,
+            }
+            for r in held
+            if r["contact_key"] not in mine
+        ]
+        contacted: set[str] = set()
+        if skipped:
+            ins = _insert(conn, Delivery).on_conflict_do_nothing(index_elements=["idempotency_key"])
+            contacted = set(conn.execute(ins.returning(cols.idempotency_key), skipped).scalars())
+        return len(inserted) + len(contacted), len(rows) - len(inserted) - len(contacted), contacted
 
     # -- claim / outcome ---------------------------------------------------------------------------
 
@@ -641,11 +829,14 @@ class Ledger:
         *,
         campaign: str | None = None,
         now: datetime | None = None,
+        lease: timedelta = CLAIM_LEASE,
     ) -> list[ClaimedDelivery]:
-        """Atomically move up to ``limit`` queued rows to ``sending`` for this worker. A run claims by
-        its campaign, logical date and dry-run flag (not its run id), so a re-run picks up what an
-        earlier run of the same date left queued. Two claimers never get the same row. Rows deferred
-        (``not_before`` after ``now``) are left for later; a paused run claims nothing."""
+        """Atomically move up to ``limit`` queued rows to ``sending`` for this worker, held until
+        ``lease`` from now (``heartbeat`` renews it while the worker lives; after it the rows are in
+        doubt). A run claims by its campaign, logical date and dry-run flag (not its run id), so a
+        re-run picks up what an earlier run of the same date left queued. Two claimers never get the
+        same row. Rows deferred (``not_before`` after ``now``) are left for later; a paused run claims
+        nothing."""
         cols = Delivery.__table__.c
         now = now or utcnow()
         conds = [cols.status == "queued", or_(cols.not_before.is_(None), cols.not_before <= now)]
@@ -680,6 +871,7 @@ class Ledger:
                     status="sending",
                     worker_id=worker_id,
                     claimed_at=now,
+                    lease_until=now + lease,
                     updated_at=now,
                     attempts=cols.attempts + 1,
                 )
@@ -757,6 +949,25 @@ class Ledger:
         with self._tx(durable=True) as conn:
             for chunk in _chunks([{"b_id": i, "b_hash": h} for i, h in items]):
                 conn.execute(stmt, list(chunk))
+
+    def heartbeat(self, worker_id: str, lease: timedelta = CLAIM_LEASE) -> int:
+        """Renew the lease of every row this worker holds in ``sending`` (and of a campaign lock it
+        holds): proof of life, so no other run reconciles messages that are still being sent. Returns how
+        many rows were renewed."""
+        from retain.ledger.models import CampaignLock
+
+        until = utcnow() + lease
+        cols = Delivery.__table__.c
+        with self._tx() as conn:
+            n = conn.execute(
+                update(Delivery)
+                .where(cols.worker_id == worker_id, cols.status == "sending")
+                .values(lease_until=until)
+            ).rowcount
+            conn.execute(
+                update(CampaignLock).where(CampaignLock.holder == worker_id).values(lease_until=until)
+            )
+        return n
 
     def mark_sent_many(
         self,
@@ -870,11 +1081,20 @@ class Ledger:
         campaign: str | None = None,
         now: datetime | None = None,
     ) -> list[ClaimedDelivery]:
-        """Rows in ``sending`` whose claim is older than ``lease``: their worker died (or hangs) and the
-        provider may or may not have accepted the message. They stay in ``sending`` until reconciled."""
+        """Rows in ``sending`` whose worker stopped renewing their lease (``lease_until`` passed: it died or
+        hangs; rows claimed before leases existed: claimed longer than ``lease`` ago); ``lease`` 0 means
+        every row in ``sending`` (every worker is known to be gone). The provider may or may not have
+        accepted the message: they stay in ``sending`` until reconciled."""
         cols = Delivery.__table__.c
-        cutoff = (now or utcnow()) - lease
-        conds = [cols.status == "sending", cols.claimed_at <= cutoff]
+        now = now or utcnow()
+        conds = [cols.status == "sending"]
+        if lease > timedelta(0):
+            conds.append(
+                or_(
+                    cols.lease_until <= now,
+                    and_(cols.lease_until.is_(None), cols.claimed_at <= now - lease),
+                )
+            )
         if run is not None:
             conds += [
                 cols.campaign == run.campaign,
@@ -1254,7 +1474,21 @@ class Ledger:
         messages to each member in ``[since, until)``, any campaign, rows queued, sending or sent (so two
         campaigns prepared the same day before either sends still share one cap). Real runs only, plus
         the run's own dry-run rows when ``run`` is a dry run; test sends never count. ``exclude_keys``:
-        idempotency keys being decided now (a retried prepare does not count its own earlier rows)."""
+        idempotency keys being decided now (a retried prepare does not count its own earlier rows).
+        ``enqueue(decide=...)`` runs the same look-up under the lock that makes the cap hold."""
+        with self._read() as conn:
+            return self._contact_times(conn, member_ids, since, until, run=run, exclude_keys=exclude_keys)
+
+    def _contact_times(
+        self,
+        conn: Connection,
+        member_ids: Iterable[str],
+        since: datetime,
+        until: datetime,
+        *,
+        run: Run,
+        exclude_keys: Iterable[str] = (),
+    ) -> dict[str, list[datetime]]:
         ids = [str(m) for m in member_ids]
         out: dict[str, list[datetime]] = {m: [] for m in ids}
         cols = Delivery.__table__.c
@@ -1266,24 +1500,23 @@ class Ledger:
         )
         runs = or_(cols.dry_run.is_(False), mine) if run.dry_run else cols.dry_run.is_(False)
         excluded = list(exclude_keys)
-        with self._read() as conn:
-            for chunk in _chunks(ids):
-                # The status filter is applied here, not in SQL: with ``status IN (...)`` in the query
-                # SQLite (no statistics) chose the (status, campaign, logical_date) index and read every
-                # queued row of the ledger for each chunk, so prepare grew quadratically with the audience.
-                # Without it the only indexed term is ``member_id`` (one index lookup per member).
-                conds = [
-                    cols.member_id.in_(chunk),
-                    cols.is_marketing.is_(True),
-                    cols.is_test.is_(False),
-                    runs,
-                ]
-                if excluded:
-                    conds.append(cols.idempotency_key.not_in(excluded))
-                stmt = select(cols.member_id, when, cols.status).where(*conds, when >= since, when < until)
-                for member_id, at, status in conn.execute(stmt):
-                    if status in _CONTACT_STATUSES:
-                        out[member_id].append(at)
+        for chunk in _chunks(ids):
+            # The status filter is applied here, not in SQL: with ``status IN (...)`` in the query
+            # SQLite (no statistics) chose the (status, campaign, logical_date) index and read every
+            # queued row of the ledger for each chunk, so prepare grew quadratically with the audience.
+            # Without it the only indexed term is ``member_id`` (one index lookup per member).
+            conds = [
+                cols.member_id.in_(chunk),
+                cols.is_marketing.is_(True),
+                cols.is_test.is_(False),
+                runs,
+            ]
+            if excluded:
+                conds.append(cols.idempotency_key.not_in(excluded))
+            stmt = select(cols.member_id, when, cols.status).where(*conds, when >= since, when < until)
+            for member_id, at, status in conn.execute(stmt):
+                if status in _CONTACT_STATUSES:
+                    out[member_id].append(at)
         return out
 
     def next_not_before(self, run: Run) -> datetime | None:
