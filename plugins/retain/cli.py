@@ -6,6 +6,7 @@ tasks and tests call the same code the CLI does.
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,7 @@ from typing import Annotated
 import typer
 
 from retain import config, datagen, segments
-from retain.campaigns.cli import campaigns_app, send_command
+from retain.campaigns.cli import campaigns_app, runs_command, send_command
 from retain.measurement_cli import demo_app, ledger_app, report
 
 app = typer.Typer(
@@ -29,14 +30,35 @@ app.add_typer(segments_app, name="segments")
 app.add_typer(templates_app, name="templates")
 app.add_typer(campaigns_app, name="campaigns")
 app.command("send")(send_command)
+app.command("runs")(runs_command)
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(demo_app, name="demo")
 app.command("report")(report)
 
 
+_DEBUG = {"on": False}
+
+
 @app.callback()
-def main() -> None:
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")] = False,
+) -> None:
     """Retain: lifecycle marketing automation on Airflow and dbt."""
+    _DEBUG["on"] = debug
+
+
+def run() -> None:
+    """The ``retain`` entry point: an unavailable ledger is one line naming it (exit 3), not a traceback,
+    unless ``--debug``."""
+    from retain.ledger.store import LedgerUnavailable
+
+    try:
+        app()
+    except LedgerUnavailable as exc:
+        if _DEBUG["on"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(3)
 
 
 @data_app.command("generate")
@@ -143,4 +165,4 @@ def preview(
 
 
 if __name__ == "__main__":
-    app()
+    run()

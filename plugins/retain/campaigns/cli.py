@@ -89,15 +89,23 @@ def send_command(
     run_id: Annotated[
         str | None, typer.Option(help="Resume or retry this run (default: a new run id from the clock).")
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="With --run-id: lift the circuit breaker's pause, then send the rest."),
+    ] = False,
 ) -> None:
     """Run a campaign or journey now, through the same code path as the campaign_send DAG."""
     from datetime import UTC, datetime
 
     from retain.campaigns.models import CampaignFileError
-    from retain.campaigns.runner import CampaignNotRunnable, RunRequest, send
+    from retain.campaigns.runner import CampaignNotRunnable, RunInProgress, RunRequest, send
+    from retain.ledger import LedgerError
 
-    now = datetime.now(UTC)
+    # one clock reading for the run id and the logical date: two sends in one second are one run
+    now = datetime.now(UTC).replace(microsecond=0)
     rid = run_id or f"cli{'_dry' if dry_run else ''}__{now:%Y%m%dT%H%M%S}"
+    if resume and run_id is None:
+        raise typer.BadParameter("--resume needs the --run-id of the paused run (retain runs lists them)")
     request = RunRequest(
         campaign=campaign,
         run_id=rid,
@@ -105,12 +113,20 @@ def send_command(
         limit=limit,
         pilot_share=pilot,
         test_recipients=tuple(test_recipient or ()),
+        now=now,
     )
     if run_id is not None:
-        request = _resume(request, campaign, run_id)
+        request = _resume(request, campaign, run_id, lift_pause=resume)
     try:
         result = send(request)
-    except (CampaignFileError, CampaignNotRunnable, ValueError, LookupError) as exc:
+    except (
+        CampaignFileError,
+        CampaignNotRunnable,
+        RunInProgress,
+        LedgerError,
+        ValueError,
+        LookupError,
+    ) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=1) from exc
     typer.echo(result.outcome.table())
@@ -129,8 +145,9 @@ def send_command(
         typer.echo("\ndry run: nothing was sent.")
 
 
-def _resume(request, campaign: str, run_id: str):  # noqa: ANN001, ANN202 - RunRequest, imported lazily
-    """A given ``--run-id`` that exists keeps its logical date (so its idempotency keys are found again)."""
+def _resume(request, campaign: str, run_id: str, *, lift_pause: bool = False):  # noqa: ANN001, ANN202
+    """A given ``--run-id`` that exists keeps its logical date (so its idempotency keys are found again);
+    ``lift_pause`` lifts a circuit-breaker pause on it first."""
     from dataclasses import replace
 
     from retain.campaigns.models import load_campaign
@@ -140,8 +157,48 @@ def _resume(request, campaign: str, run_id: str):  # noqa: ANN001, ANN202 - RunR
     ledger = Ledger.open()
     try:
         run = find_run(ledger, load_campaign(campaign).ledger_name, run_id)
+        if lift_pause:
+            state = ledger.run_state(run)
+            if state["status"] == "paused":
+                ledger.resume_run(run)
+                typer.echo(f"run {run_id}: pause lifted (it was: {state['paused_reason']})")
     except LookupError:
+        if lift_pause:
+            raise typer.BadParameter(f"no run {run_id!r} of {campaign} in the ledger") from None
         return request
     finally:
         ledger.close()
-    return replace(request, logical_date=run.logical_date)
+    return replace(request, logical_date=run.logical_date, now=None)
+
+
+def runs_command(
+    campaign: Annotated[str, typer.Argument(help="Campaign file name (journeys by their name too).")],
+    limit: Annotated[int, typer.Option(min=1, help="How many of the latest runs.")] = 20,
+) -> None:
+    """A campaign's runs, newest first: state (preparing, sending, paused, deferred, stalled, done,
+    abandoned, dry run), counts, and what to do."""
+    from retain.campaigns.models import CampaignFileError, load_campaign, load_catalog
+    from retain.ledger import Ledger
+    from retain.ledger.runs import overview
+
+    try:
+        name = load_campaign(campaign, catalog=load_catalog(use_warehouse=False)).ledger_name
+    except CampaignFileError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from exc
+    ledger = Ledger.open()
+    try:
+        states = overview(ledger, name, limit=limit)
+    finally:
+        ledger.close()
+    if not states:
+        typer.echo(f"no runs of {name} in the ledger")
+        return
+    typer.echo(f"{'run id':<34} {'started (UTC)':<17} {'state':<10} {'sent':>8} {'queued':>8} {'sending':>8}")
+    for st in states:
+        c = st.counts
+        typer.echo(
+            f"{st.run_id:<34} {st.started_at:%Y-%m-%d %H:%M} {st.state:<10} {c.get('sent', 0):>8,} "
+            f"{c.get('queued', 0):>8,} {c.get('sending', 0):>8,}"
+        )
+        typer.echo(f"  {st.detail}")

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import logging
 import os
+import time as time_mod
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -56,6 +57,16 @@ from retain.dispatch.types import (
 )
 from retain.ledger import Ledger, Run
 from retain.ledger.models import Delivery
+from retain.ledger.runs import (
+    Keepalive,
+    adopt,
+    holder_id,
+    live_senders,
+    preparing_dates,
+    release_lock,
+    try_lock,
+)
+from retain.ledger.store import CLAIM_LEASE
 
 log = logging.getLogger(__name__)
 
@@ -315,14 +326,15 @@ def taken_today(
     return out
 
 
-def has_real_run(ledger: Ledger, campaign: str) -> bool:
+def has_real_run(ledger: Ledger, campaign: str, *, besides: Sequence[datetime] = ()) -> bool:
+    """Whether a real run of the campaign has enqueued messages (then the pilot is over). ``besides``:
+    logical dates to leave out (this run's, when a retried prepare asks again; a run still preparing)."""
     cols = Delivery.__table__.c
+    conds = [cols.campaign == campaign, cols.dry_run.is_(False), cols.is_test.is_(False)]
+    if besides:
+        conds.append(cols.logical_date.not_in(list(besides)))
     with _read(ledger) as conn:
-        n = conn.execute(
-            select(func.count()).where(
-                cols.campaign == campaign, cols.dry_run.is_(False), cols.is_test.is_(False)
-            )
-        ).scalar()
+        n = conn.execute(select(func.count()).where(*conds)).scalar()
     return bool(n)
 
 
@@ -338,6 +350,7 @@ class Plan:
     as_of: date
     pilot_share: float | None
     audience: int = 0  # members matched by the audience (per step, summed)
+    taken_over: dict[str, int] = field(default_factory=dict)  # messages adopted from earlier runs, by run id
     decided: Counter = field(default_factory=Counter)  # campaign-layer skip reason or "candidate"
     by_variant: Counter = field(default_factory=Counter)
     by_step: Counter = field(default_factory=Counter)
@@ -420,6 +433,8 @@ def plan_recipients(
                 plan.by_step[step.name] += 1
                 if reason is None:
                     plan.by_variant[variant.name if variant else "-"] += 1
+                # one contact per campaign (manual) or per journey step and entry, held by the ledger
+                scope = m.entered_on.isoformat() if campaign.kind == "journey" and m.entered_on else ""
                 for ch in _channels_for_member(campaign, channels, m):
                     yield Recipient(
                         member_id=m.member_id,
@@ -428,6 +443,7 @@ def plan_recipients(
                         template=channels[ch],
                         variant=variant.name if variant else None,
                         skip_reason=reason,
+                        contact_scope=scope,
                     )
 
 
@@ -478,6 +494,7 @@ class RunRequest:
     pilot_share: float | None = None  # None: the file's pilot_share on the campaign's first real run
     test_recipients: tuple[str, ...] = ()
     now: datetime | None = None
+    lock_wait_s: float = 1800.0  # how long to wait while another run of the campaign prepares
 
 
 @dataclass
@@ -504,6 +521,7 @@ class RunOutcome:
             "by_variant": report.by_variant,
             "queued": report.by_status.get("queued", 0),
             "limited": report.limited,
+            "taken_over": dict(self.plan.taken_over),
         }
 
     def table(self) -> str:
@@ -513,7 +531,10 @@ class RunOutcome:
             f"audience as of {s['as_of_date']}: {s['audience']:,} member-steps"
             + (f", pilot share {s['pilot_share']:.0%}" if s["pilot_share"] else "")
         )
-        lines = [head, "", self.report.table()]
+        lines = [head]
+        for run_id, n in sorted(s["taken_over"].items()):
+            lines.append(f"took over {n:,} message(s) left by run {run_id} (its worker had stopped)")
+        lines += ["", self.report.table()]
         samples = getattr(self.report, "samples", [])
         if samples:
             lines += ["", "samples:"]
@@ -545,6 +566,112 @@ def _priorities(catalog: Catalog) -> dict[str, int]:
     return {c.ledger_name: c.priority for c in result.campaigns.values()}
 
 
+class RunInProgress(RuntimeError):
+    """Another run of the campaign holds it longer than this run was willing to wait (one line)."""
+
+
+def _pilot_share(request: RunRequest, campaign: Campaign, ledger: Ledger, run: Run) -> float | None:
+    pilot = request.pilot_share
+    if pilot is None and campaign.pilot_share:
+        besides = [run.logical_date, *preparing_dates(ledger, campaign.ledger_name)]
+        if not has_real_run(ledger, campaign.ledger_name, besides=besides):
+            pilot = campaign.pilot_share
+    if pilot is not None and not 0 < pilot <= 1:
+        raise ValueError(f"pilot share must be in (0, 1], got {pilot}")
+    return None if pilot == 1 else pilot
+
+
+def _take_campaign(ledger: Ledger, run: Run, holder: str, wait_s: float) -> None:
+    """The campaign's lock, waiting (and saying so once) while another run prepares it."""
+    deadline = time_mod.monotonic() + wait_s
+    said = False
+    while (other := try_lock(ledger, run, holder)) is not None:
+        if not said:
+            log.warning("%s; waiting for it to finish", other.line(run.campaign, "is preparing"))
+            said = True
+        if time_mod.monotonic() > deadline:
+            raise RunInProgress(
+                f"{other.line(run.campaign, 'is still preparing')}: waited {wait_s:.0f} s; "
+                "run again when it has finished (retain runs shows it)"
+            )
+        time_mod.sleep(1.0)
+
+
+def _wait_for_live_senders(ledger: Ledger, run: Run, wait_s: float) -> None:
+    """Messages another run's worker holds under a lease: wait until each worker renews (alive: it
+    finishes them itself) or its lease runs out (dead: this run takes them over and reconciles them)."""
+    first = {h.holder: h for h in live_senders(ledger, run)}
+    if not first:
+        return
+    for h in first.values():
+        log.warning(
+            "%s; checking whether it is alive until then",
+            h.line(run.campaign, f"has {h.count:,} message(s) being sent"),
+        )
+    deadline = time_mod.monotonic() + wait_s
+    while time_mod.monotonic() < deadline:
+        now = {h.holder: h for h in live_senders(ledger, run)}
+        if all(h.holder not in now or now[h.holder].lease_until > h.lease_until for h in first.values()):
+            return
+        time_mod.sleep(2.0)
+
+
+def _prepare_run(
+    request: RunRequest,
+    campaign: Campaign,
+    plan: Plan,
+    spec: DispatchSpec,
+    ledger: Ledger,
+    con: Any,
+    warehouse: Path,
+    catalog: Catalog,
+    settings: Settings,
+    now: datetime,
+    logical_date: datetime,
+    chunk: int,
+) -> Any:
+    """Plan the recipients and hand them to ``dispatch.prepare`` (returns its PrepareReport)."""
+    from retain.dispatch import MemberSource, prepare
+
+    context_for, recommender = make_context_for(campaign, settings, plan.as_of, warehouse=warehouse)
+    test_map: dict[str, str] = {}
+    if request.test_recipients:
+        recipients: Any
+        recipients, test_map = recipients_for_tests(campaign, request.test_recipients)
+        plan.decided["test"] = len(recipients)
+    else:
+        recipients = plan_recipients(
+            campaign,
+            plan,
+            con=con,
+            ledger=ledger,
+            settings=settings,
+            logical_date=logical_date,
+            now=now,
+            priorities=_priorities(catalog),
+            chunk=chunk,
+            ordered=request.limit is not None,
+        )
+    try:
+        with MemberSource.from_warehouse(warehouse) as members:
+            return prepare(
+                ledger,
+                spec,
+                request.run_id,
+                logical_date,
+                recipients,
+                members=members,
+                dry_run=request.dry_run,
+                limit=request.limit,
+                test_addresses=test_map,
+                now=now,
+                as_of_date=plan.as_of,
+                context_for=context_for,
+            )
+    finally:
+        recommender.close()
+
+
 def prepare_campaign(
     request: RunRequest,
     *,
@@ -553,9 +680,10 @@ def prepare_campaign(
     campaigns_dir: Path | None = None,
     chunk: int = aud.DEFAULT_CHUNK,
 ) -> RunOutcome:
-    """Freeze the audience and enqueue the run (or, for a dry run, record and count it)."""
+    """Freeze the audience and enqueue the run (or, for a dry run, record and count it). A real run takes
+    the campaign's lock (waiting while another run prepares it), waits up to a lease for messages another
+    run's worker is sending, and takes over what dead or abandoned runs of the campaign left."""
     from retain import config
-    from retain.dispatch import MemberSource, prepare
 
     now = request.now or datetime.now(UTC)
     catalog = load_catalog(warehouse=warehouse)
@@ -572,53 +700,36 @@ def prepare_campaign(
             raise CampaignNotRunnable(f"{campaign.name} starts on {campaign.start_date}; today is {today}")
         if campaign.end_date and today > campaign.end_date:
             raise CampaignNotRunnable(f"{campaign.name} ended on {campaign.end_date}; today is {today}")
-        pilot = request.pilot_share
-        if pilot is None and campaign.pilot_share and not has_real_run(ledger, campaign.ledger_name):
-            pilot = campaign.pilot_share
-        if pilot is not None and not 0 < pilot <= 1:
-            raise ValueError(f"pilot share must be in (0, 1], got {pilot}")
-        if pilot == 1:
-            pilot = None
-        plan = Plan(campaign, as_of, pilot)
         logical_date = request.logical_date or logical_date_for(campaign, as_of, now)
         spec = dispatch_spec(campaign)
-        context_for, recommender = make_context_for(campaign, settings, as_of, warehouse=warehouse)
-        test_map: dict[str, str] = {}
-        if request.test_recipients:
-            recipients: Any
-            recipients, test_map = recipients_for_tests(campaign, request.test_recipients)
-            plan.decided["test"] = len(recipients)
-        else:
-            recipients = plan_recipients(
-                campaign,
-                plan,
-                con=con,
-                ledger=ledger,
-                settings=settings,
-                logical_date=logical_date,
-                now=now,
-                priorities=_priorities(catalog),
-                chunk=chunk,
-                ordered=request.limit is not None,
-            )
-        try:
-            with MemberSource.from_warehouse(warehouse) as members:
-                report = prepare(
-                    ledger,
-                    spec,
-                    request.run_id,
-                    logical_date,
-                    recipients,
-                    members=members,
-                    dry_run=request.dry_run,
-                    limit=request.limit,
-                    test_addresses=test_map,
-                    now=now,
-                    as_of_date=as_of,
-                    context_for=context_for,
-                )
-        finally:
-            recommender.close()
+        real = not request.dry_run and not request.test_recipients
+        run = ledger.start_run(
+            spec.campaign,
+            request.run_id,
+            logical_date,
+            request.dry_run,
+            is_marketing=spec.is_marketing,
+            as_of_date=as_of,
+        )
+        holder = holder_id(request.run_id)
+        with Keepalive(ledger, holder):
+            # the pilot is decided before waiting: a run that overlaps one still preparing is its twin
+            # (same pilot, nothing new), not "the rest"
+            pilot = _pilot_share(request, campaign, ledger, run)
+            if real:
+                _take_campaign(ledger, run, holder, request.lock_wait_s)
+            try:
+                plan = Plan(campaign, as_of, pilot)
+                if real:
+                    _wait_for_live_senders(ledger, run, CLAIM_LEASE.total_seconds() + 15)
+                    plan.taken_over = adopt(ledger, run)
+                report = _prepare_run(
+                    request, campaign, plan, spec, ledger, con, warehouse, catalog, settings, now,
+                    logical_date, chunk,
+                )  # fmt: skip
+            finally:
+                if real:
+                    release_lock(ledger, run.campaign, holder)
         outcome = RunOutcome(campaign, plan, report)
         summary = outcome.summary()
         ledger.set_run_summary(

@@ -86,6 +86,19 @@ def try_lock(ledger: Ledger, run: Run, holder: str, lease: timedelta = CLAIM_LEA
     return Holder(row.run_id, row.holder, row.lease_until)
 
 
+def preparing_dates(ledger: Ledger, campaign: str) -> list[datetime]:
+    """The logical date of the run preparing the campaign now (its lock's lease still runs), if any."""
+    c = CampaignLock.__table__.c
+    with ledger.read() as conn:
+        return list(
+            conn.execute(
+                select(CampaignRun.logical_date)
+                .join(CampaignRun, CampaignRun.id == c.run_pk)
+                .where(c.campaign == campaign, c.lease_until > utcnow())
+            ).scalars()
+        )
+
+
 def release_lock(ledger: Ledger, campaign: str, holder: str) -> None:
     c = CampaignLock.__table__.c
     with ledger.write() as conn:

@@ -103,7 +103,13 @@ _HINTS = (
 def unavailable(engine: Engine, exc: BaseException) -> LedgerUnavailable:
     """The one-line error for a database failure of the ledger at ``engine``."""
     detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    reason = redact(detail[0] if detail else type(exc).__name__)[:200]
+    first = detail[0] if detail else type(exc).__name__
+    # a server's IP address is not a phone number: keep dotted quads out of redact()
+    hosts = _IPV4.findall(first)
+    reason = redact(_IPV4.sub("\x00", first))
+    for host in hosts:
+        reason = reason.replace("\x00", host, 1)
+    reason = reason[:200]
     low = reason.lower()
     hint = next(
         (h for keys, h in _HINTS if any(k in low for k in keys)),
@@ -122,6 +128,7 @@ _OUTAGES = (OperationalError, InterfaceError, OSError)
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _EMAIL_IN_TEXT = re.compile(r"[^\s@<>\"'(),;:]+@[^\s@<>\"'(),;:]+\.[A-Za-z]{2,}")
+_IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
 _PHONE_IN_TEXT = re.compile(r"(?<![\w+])\+?\d[\d ()./-]{6,18}\d(?!\w)")
 
 
