@@ -12,7 +12,12 @@ frozen, as-of date recorded, every recipient enqueued in the delivery ledger or 
 -> `wait_for_send_time` (the scheduled send time, if any) -> `deliver` (one mapped sensor per shard, each
 claiming from the ledger: a retry or a second worker never sends twice; messages deferred by quiet hours
 wait in the ledger and the sensor comes back for them) -> `summary` -> `export_ledger`
-(copies the ledger into the warehouse for the performance marts).
+(copies the ledger into the warehouse for the performance marts) -> `fail_run_if_a_task_failed`.
+
+`summary` and `export_ledger` also run when delivery failed or was **paused** by the circuit breaker: the
+summary then says `paused`, why, the counts and how to resume. When `prepare` did not finish there is no
+run to summarise (`summary` is skipped; the export still runs). Whatever ran after it, a failed task makes
+the last task fail, so the run ends red.
 
 An invalid campaign file makes this DAG fail to import, with the file, field and reason in the import error:
 nothing can be sent until it is fixed (`retain campaigns validate` shows the same).
@@ -129,21 +134,43 @@ with DAG(
         out = tasks.deliver(ctx["params"], prepared["campaign"], run_id, shard, n)
         return PokeReturnValue(is_done=out["finished"], xcom_value=out)
 
-    @task(trigger_rule="none_failed")
-    def summary(prepared: dict) -> dict:
+    @task(trigger_rule="all_done")
+    def summary() -> dict:
+        """Also after a failed or paused delivery (the operator needs it most then). ``prepare``'s result is
+        pulled here rather than passed in, so a prepare that never finished skips the summary instead of
+        failing it: there is no run to summarise."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from retain.campaigns import tasks
 
         ctx = get_current_context()
+        prepared = ctx["ti"].xcom_pull(task_ids="prepare")
+        if not prepared:
+            raise AirflowSkipException("prepare did not finish: no run to summarise")
         return tasks.summarise(prepared["campaign"], ctx["dag_run"].run_id, prepared)
 
-    @task(trigger_rule="none_failed")
+    @task(trigger_rule="all_done")
     def export_ledger() -> dict:
         from retain.campaigns import tasks
 
         return tasks.export_ledger()
 
+    @task(trigger_rule="one_failed")
+    def fail_run_if_a_task_failed() -> None:
+        """summary and export_ledger run whatever happened before them, and a run's state follows its last
+        tasks: this one runs only when a task failed, and fails, so the run ends failed (red) too."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(
+            "a task of this run failed (see the red task's log; a paused delivery: the summary says why and"
+            " how to resume); summary and export_ledger ran regardless"
+        )
+
     prepared = prepare(validate())
     shard_list = shards(prepared)
     prepared >> wait_for_send_time() >> shard_list
     delivered = deliver.partial(prepared=prepared).expand(shard=shard_list)
-    delivered >> summary(prepared) >> export_ledger()
+    summarised = summary()
+    [prepared, delivered] >> summarised
+    summarised >> export_ledger()
+    list(dag.tasks) >> fail_run_if_a_task_failed()

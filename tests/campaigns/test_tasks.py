@@ -82,3 +82,35 @@ def test_each_delivery_shard_gets_its_share_of_the_channel_rates(ledger, monkeyp
     out = tasks.prepare({"campaign": "spring_sale", "dry_run": False, "pilot_share": 1.0}, "s1", T0)
     tasks.deliver({}, out["campaign"], "s1", 0, 3)
     assert built == [{"workers": 3}]  # the division itself: tests/channels/test_twilio.py
+
+
+def test_summary_of_a_paused_run_says_paused_why_the_counts_and_how_to_resume(ledger, tmp_path: Path) -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from retain.campaigns.runner import find_run
+
+    prepared = tasks.prepare({"campaign": "spring_sale", "dry_run": False, "pilot_share": 1.0}, "p1", T0)
+    run = find_run(ledger, "spring_sale", "p1")
+    reason = "circuit breaker: 25 of 200 attempted messages failed (12.5% > 10.0%, this worker)"
+    ledger.pause_run(run, reason)
+
+    summary = tasks.summarise("spring_sale", "p1", prepared, reports_dir=tmp_path)
+
+    assert summary["status"] == "paused" and summary["paused_reason"] == reason
+    queued = summary["by_status"]["queued"]
+    assert queued > 0
+    text = Path(summary["report"]).read_text()
+    assert "* status: paused (circuit breaker:" in text
+    assert f"**Paused**: {reason}" in text and f"{queued:,} queued" in text
+    assert "To resume" in text and all(step in text for step in summary["resume"])
+    assert "clear this run's failed `deliver` tasks" in summary["resume"][1]
+    # the resume command given is one that works: run it as the operator would
+    command = re.search(r"`(python -c .+?\")`", summary["resume"][0]).group(1)
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
+    done = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert ledger.run_state(run)["status"] == "running"
+    assert tasks.summarise("spring_sale", "p1", prepared, reports_dir=tmp_path)["resume"] is None

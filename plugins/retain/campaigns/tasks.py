@@ -151,6 +151,8 @@ def summarise(
     finally:
         ledger.close()
     as_of = state["as_of_date"]
+    paused = state["status"] == "paused"
+    resume = resume_steps(name.name, name.ledger_name, run_id) if paused else None
     lines = [
         f"# {name.ledger_name}: {'dry run' if run.dry_run else 'run'} `{run_id}`",
         "",
@@ -158,6 +160,21 @@ def summarise(
         f"* status: {state['status']}" + (f" ({state['paused_reason']})" if state["paused_reason"] else ""),
         f"* audience (member-steps): {((prepared or {}).get('summary') or {}).get('audience', 'n/a')}",
         "",
+    ]
+    if paused:
+        by_status = counts["by_status"]
+        lines += [
+            f"**Paused**: {state['paused_reason'] or 'no reason recorded'}. Nothing more is sent until the"
+            " run is resumed: "
+            + ", ".join(f"{by_status.get(s, 0):,} {s}" for s in ("queued", "sending", "sent", "failed"))
+            + ".",
+            "",
+            "To resume, once the cause is fixed:",
+            "",
+            *(f"{i}. {step}" for i, step in enumerate(resume or [], 1)),
+            "",
+        ]
+    lines += [
         "| status | skip reason | messages |",
         "|---|---|---:|",
     ]
@@ -185,11 +202,29 @@ def summarise(
         "run_id": run_id,
         "dry_run": run.dry_run,
         "status": state["status"],
+        "paused_reason": state["paused_reason"] if paused else None,
+        "resume": resume,
         "by_status": counts["by_status"],
         "skip_reasons": counts["skip_reasons"],
         "by_variant": variants,
         "report": str(path),
     }
+
+
+def resume_steps(campaign_file: str, ledger_name: str, run_id: str) -> list[str]:
+    """How an operator resumes a paused run: lift the pause in the ledger (no ``retain`` command does it:
+    ``Ledger.resume_run`` from Python), then let the deliver tasks claim the rest."""
+    one_liner = (
+        'python -c "from retain.ledger import Ledger; from retain.campaigns.runner import find_run; '
+        f'led = Ledger.open(); led.resume_run(find_run(led, {ledger_name!r}, {run_id!r})); led.close()"'
+    )
+    return [
+        "lift the pause in the ledger, from the venv and with the workers' ledger settings (RETAIN_LEDGER_URL"
+        f" or the retain_ledger connection): `{one_liner}`",
+        "send the rest: in Airflow, clear this run's failed `deliver` tasks with their downstream tasks (the"
+        f" summary and the ledger export run again); for a run started by `retain send`:"
+        f" `retain send {campaign_file} --run-id {run_id}`",
+    ]
 
 
 def reports_root() -> Path:
