@@ -106,7 +106,8 @@ def test_summary_of_a_paused_run_says_paused_why_the_counts_and_how_to_resume(le
     assert "* status: paused (circuit breaker:" in text
     assert f"**Paused**: {reason}" in text and f"{queued:,} queued" in text
     assert "To resume" in text and all(step in text for step in summary["resume"])
-    assert "clear this run's failed `deliver` tasks" in summary["resume"][1]
+    assert "clear this run's failed `deliver` tasks" in summary["resume"][0]
+    assert "`retain send spring_sale --run-id p1 --resume`" in summary["resume"][1]
     # the resume command given is one that works: run it as the operator would
     command = re.search(r"`(python -c .+?\")`", summary["resume"][0]).group(1)
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}

@@ -171,7 +171,7 @@ def summarise(
             "",
             "To resume, once the cause is fixed:",
             "",
-            *(f"{i}. {step}" for i, step in enumerate(resume or [], 1)),
+            *(f"* {step}" for step in resume or []),
             "",
         ]
     lines += [
@@ -212,18 +212,19 @@ def summarise(
 
 
 def resume_steps(campaign_file: str, ledger_name: str, run_id: str) -> list[str]:
-    """How an operator resumes a paused run: lift the pause in the ledger (no ``retain`` command does it:
-    ``Ledger.resume_run`` from Python), then let the deliver tasks claim the rest."""
+    """The two ways to resume a paused run: from Airflow (lift the pause with ``Ledger.resume_run``, then
+    clear the failed deliver tasks, which claim the rest), or in one step from a shell (``retain send
+    --resume``, which lifts the pause and sends the rest in that shell's process)."""
     one_liner = (
         'python -c "from retain.ledger import Ledger; from retain.campaigns.runner import find_run; '
         f'led = Ledger.open(); led.resume_run(find_run(led, {ledger_name!r}, {run_id!r})); led.close()"'
     )
     return [
-        "lift the pause in the ledger, from the venv and with the workers' ledger settings (RETAIN_LEDGER_URL"
-        f" or the retain_ledger connection): `{one_liner}`",
-        "send the rest: in Airflow, clear this run's failed `deliver` tasks with their downstream tasks (the"
-        f" summary and the ledger export run again); for a run started by `retain send`:"
-        f" `retain send {campaign_file} --run-id {run_id}`",
+        "in Airflow: lift the pause (from the venv, with the workers' RETAIN_LEDGER_URL or retain_ledger"
+        f" connection) `{one_liner}`, then clear this run's failed `deliver` tasks with their downstream"
+        " tasks (the summary and the ledger export run again)",
+        f"or from a shell, in one step: `retain send {campaign_file} --run-id {run_id} --resume` (lifts the"
+        " pause, then sends the rest from that shell)",
     ]
 
 
