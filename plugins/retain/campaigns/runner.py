@@ -720,7 +720,8 @@ def prepare_campaign(
                 _take_campaign(ledger, run, holder, request.lock_wait_s)
             try:
                 plan = Plan(campaign, as_of, pilot)
-                if real:
+                if real and campaign.kind == "manual":
+                    # a journey's leftovers belong to their entry day: a re-run of that day resumes them
                     _wait_for_live_senders(ledger, run, CLAIM_LEASE.total_seconds() + 15)
                     plan.taken_over = adopt(ledger, run)
                 report = _prepare_run(

@@ -78,6 +78,7 @@ def try_lock(ledger: Ledger, run: Run, holder: str, lease: timedelta = CLAIM_LEA
             return None
         row = conn.execute(
             select(CampaignRun.run_id, c.holder, c.lease_until)
+            .select_from(CampaignLock)
             .join(CampaignRun, CampaignRun.id == c.run_pk)
             .where(c.campaign == run.campaign)
         ).first()
@@ -93,6 +94,7 @@ def preparing_dates(ledger: Ledger, campaign: str) -> list[datetime]:
         return list(
             conn.execute(
                 select(CampaignRun.logical_date)
+                .select_from(CampaignLock)
                 .join(CampaignRun, CampaignRun.id == c.run_pk)
                 .where(c.campaign == campaign, c.lease_until > utcnow())
             ).scalars()
@@ -153,6 +155,7 @@ def live_senders(ledger: Ledger, run: Run, now: datetime | None = None) -> list[
     with ledger.read() as conn:
         rows = conn.execute(
             select(CampaignRun.run_id, cols.worker_id, func.max(cols.lease_until), func.count())
+            .select_from(Delivery)
             .join(CampaignRun, CampaignRun.id == cols.run_pk)
             .where(*_other_runs(run), cols.status == "sending", cols.lease_until > now)
             .group_by(CampaignRun.run_id, cols.worker_id)
