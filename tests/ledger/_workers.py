@@ -82,3 +82,67 @@ def open_and_report(url: str) -> str | None:
         return ledger.current_revision()
     finally:
         ledger.close()
+
+
+def contact_enqueuer(
+    url: str, campaign: str, run_id: str, logical: str, members: int, start_at: float
+) -> int:
+    """From ``start_at``, enqueue one live row per member with a campaign-wide contact scope in 50-row
+    chunks, as a run of another logical date would. Returns how many were inserted live."""
+    from datetime import datetime
+
+    from retain.ledger import DeliveryRequest
+
+    ledger = Ledger.open(url, migrate=False)
+    run = ledger.start_run(campaign, run_id, datetime.fromisoformat(logical))
+    time.sleep(max(0.0, start_at - time.time()))
+    live = 0
+    try:
+        for first in range(0, members, 50):
+            reqs = [
+                DeliveryRequest("s", f"M{i:05d}", "email", address_hash=f"{i:064x}", contact_scope="")
+                for i in range(first, first + 50)
+            ]
+            result = ledger.enqueue(run, reqs)
+            live += result.new - len(result.contacted)
+    finally:
+        ledger.close()
+    return live
+
+
+def capped_enqueuer(url: str, campaign: str, members: int, start_at: float, pause: float) -> int:
+    """From ``start_at``, decide and enqueue one message per member under a cap of one per day in
+    50-row chunks, sleeping ``pause`` between the look-up and the decision (a slow prepare). Returns
+    how many were queued."""
+    from datetime import UTC, datetime
+
+    from retain.ledger import DeliveryRequest
+
+    ledger = Ledger.open(url, migrate=False)
+    run = ledger.start_run(campaign, "manual__1", datetime(2026, 6, 30, 10, tzinfo=UTC))
+    now = datetime.now(UTC)
+    time.sleep(max(0.0, start_at - time.time()))
+    queued = 0
+    try:
+        for first in range(0, members, 50):
+            ids = [f"M{i:05d}" for i in range(first, first + 50)]
+
+            def decide(lookup, ids=ids):  # noqa: ANN001, ANN202
+                from datetime import timedelta
+
+                seen = lookup(ids, now - timedelta(days=1), now + timedelta(days=1), ())
+                time.sleep(pause)
+                return [
+                    DeliveryRequest(
+                        "s", m, "email", address_hash=f"{int(m[1:]):064x}", skip_reason="frequency_cap"
+                    )
+                    if seen[m]
+                    else DeliveryRequest("s", m, "email", address_hash=f"{int(m[1:]):064x}", contact_scope="")
+                    for m in ids
+                ]
+
+            result = ledger.enqueue(run, (), decide=decide)
+            queued += sum(1 for r in result.requests if not r.skip_reason)
+    finally:
+        ledger.close()
+    return queued

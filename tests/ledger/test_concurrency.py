@@ -147,3 +147,44 @@ def test_concurrent_first_migrations_do_not_collide(ledger_url: str):
     with CTX.Pool(3) as pool:
         revisions = pool.map(_workers.open_and_report, [ledger_url] * 3)
     assert revisions == ["0003"] * 3
+
+
+def live_rows(ledger: Ledger, campaigns: tuple[str, ...]) -> Counter:
+    from sqlalchemy import select
+
+    from retain.ledger.models import Delivery
+
+    with ledger.read() as conn:
+        rows = conn.execute(
+            select(Delivery.member_id).where(
+                Delivery.campaign.in_(campaigns), Delivery.status.in_(("queued", "sending", "sent"))
+            )
+        ).scalars()
+        return Counter(rows)
+
+
+def test_runs_of_two_dates_enqueuing_at_once_hold_one_live_row_per_member(ledger: Ledger, ledger_url: str):
+    start_at = time.time() + 4
+    dates = ("2026-06-30T10:00:01+00:00", "2026-06-30T10:00:02+00:00", "2026-07-01T09:00:00+00:00")
+    with CTX.Pool(3) as pool:
+        live = pool.starmap(
+            _workers.contact_enqueuer,
+            [(ledger_url, "flash", f"manual__{i}", d, 400, start_at) for i, d in enumerate(dates)],
+            chunksize=1,
+        )
+    per_member = live_rows(ledger, ("flash",))
+    assert len(per_member) == 400 and set(per_member.values()) == {1}
+    assert sum(live) == 400  # the rest were recorded as already_contacted by the database, not re-queued
+
+
+def test_two_campaigns_deciding_at_once_hold_a_cap_of_one(ledger: Ledger, ledger_url: str):
+    start_at = time.time() + 4
+    with CTX.Pool(2) as pool:
+        queued = pool.starmap(
+            _workers.capped_enqueuer,
+            [(ledger_url, name, 300, start_at, 0.05) for name in ("flash_a", "flash_b")],
+            chunksize=1,
+        )
+    per_member = live_rows(ledger, ("flash_a", "flash_b"))
+    assert len(per_member) == 300 and set(per_member.values()) == {1}
+    assert sum(queued) == 300
