@@ -723,7 +723,7 @@ def prepare_campaign(
                 if real and campaign.kind == "manual":
                     # a journey's leftovers belong to their entry day: a re-run of that day resumes them
                     _wait_for_live_senders(ledger, run, CLAIM_LEASE.total_seconds() + 15)
-                    plan.taken_over = adopt(ledger, run)
+                    plan.taken_over = adopt(ledger, run, now)
                 report = _prepare_run(
                     request, campaign, plan, spec, ledger, con, warehouse, catalog, settings, now,
                     logical_date, chunk,

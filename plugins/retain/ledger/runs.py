@@ -175,8 +175,9 @@ def paused_dates(ledger: Ledger, campaign: str) -> list[tuple[datetime, str]]:
 
 
 def adopt(ledger: Ledger, run: Run, now: datetime | None = None) -> dict[str, int]:
-    """Take over what earlier runs of the campaign left: queued rows, and rows in ``sending`` whose lease
-    ran out (their worker died; this run's deliver reconciles them through the provider). Rows of paused
+    """Take over what earlier runs of the campaign left: queued rows that are due, and rows in ``sending``
+    whose lease ran out (their worker died; this run's deliver reconciles them through the provider). Rows
+    of paused
     runs stay where they are (the pause is a decision). A run left with nothing to do is marked
     ``abandoned``, ``superseded_by`` this one. Returns the taken-over counts per earlier run id."""
     if run.dry_run:
@@ -186,7 +187,8 @@ def adopt(ledger: Ledger, run: Run, now: datetime | None = None) -> dict[str, in
     now = now or utcnow()
     paused = [d for d, _ in paused_dates(ledger, run.campaign)]
     orphaned = or_(
-        cols.status == "queued",
+        # due (a message deferred to later is waiting by design: its own run comes back for it)
+        and_(cols.status == "queued", or_(cols.not_before.is_(None), cols.not_before <= now)),
         and_(
             cols.status == "sending",
             or_(
