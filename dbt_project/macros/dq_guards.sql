@@ -121,52 +121,66 @@ select * from (values
 {#- (d) A column whose values mostly do not cast to the type staging gives it: of the rows with a
     value (not null, not blank), more than var dq_max_cast_failure_share fail the same try_cast the
     staging model does. The type is the staging view's column type; the values are read from the
-    landing file itself (staging keeps only the cast result). -#}
+    landing file itself (staging keeps only the cast result). A column the file already has in that
+    type cannot fail and is not scanned (the usual case: the check costs a look at the file's schema). -#}
 {% test dq_max_cast_failure_share(model, entity, column_names) %}
     {%- set max_share = var('dq_max_cast_failure_share') | float -%}
+    {%- set checked = [] -%}
     {%- if execute -%}
-        {%- set types = {} -%}
+        {%- set location = dq_landing_location(entity) -%}
+        {%- set staged_types, landing_types = {}, {} -%}
         {%- for column in adapter.get_columns_in_relation(model) -%}
-            {%- do types.update({column.name | lower: column.data_type}) -%}
+            {%- do staged_types.update({column.name | lower: column.data_type | upper}) -%}
         {%- endfor -%}
+        {%- for row in run_query('describe select * from ' ~ location).rows -%}
+            {%- do landing_types.update({row[0] | lower: row[1] | upper}) -%}
+        {%- endfor -%}
+        {%- for column_name in column_names -%}
+            {%- set staged = staged_types[column_name | lower] -%}
+            {%- set landed = landing_types.get(column_name | lower) -%}
+            {%- if landed is not none and landed != staged -%}
+                {%- if landed == 'VARCHAR' -%}
+                    {%- set valued = 'nullif(trim("' ~ column_name ~ '"), \'\') is not null' -%}
+                {%- else -%}
+                    {%- set valued = '"' ~ column_name ~ '" is not null' -%}
+                {%- endif -%}
+                {%- do checked.append({'name': column_name, 'type': staged, 'valued': valued}) -%}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- endif -%}
+    {%- if checked | length == 0 -%}
+        -- every checked column already has its staging type in the file: no cast can fail
+        select 1 as placeholder from {{ model }} where false
+    {%- else -%}
         {%- set guard_sql -%}
             with
 
-            landing as (
-
-                select * from {{ dq_landing_location(entity) }}
-
-            ),
-
-            {% for column_name in column_names -%}
-            {%- set data_type = types[column_name | lower] -%}
-            {{ column_name }}_checked as (
+            counted as (
 
                 select
-                    '{{ column_name }}' as column_name,
-                    '{{ data_type }}' as data_type,
+                    {% for column in checked -%}
+                    count(*) filter (where {{ column.valued }}) as "{{ column.name }}__valued",
                     count(*) filter (
-                        where nullif(trim(cast("{{ column_name }}" as varchar)), '') is not null
-                    ) as valued_rows,
-                    count(*) filter (
-                        where nullif(trim(cast("{{ column_name }}" as varchar)), '') is not null
-                            and try_cast("{{ column_name }}" as {{ data_type }}) is null
-                    ) as failed_rows,
-                    any_value(cast("{{ column_name }}" as varchar)) filter (
-                        where nullif(trim(cast("{{ column_name }}" as varchar)), '') is not null
-                            and try_cast("{{ column_name }}" as {{ data_type }}) is null
-                    ) as failed_example
-
-                from landing
+                        where {{ column.valued }} and try_cast("{{ column.name }}" as {{ column.type }}) is null
+                    ) as "{{ column.name }}__failed",
+                    any_value(cast("{{ column.name }}" as varchar)) filter (
+                        where {{ column.valued }} and try_cast("{{ column.name }}" as {{ column.type }}) is null
+                    ) as "{{ column.name }}__example"{% if not loop.last %},{% endif %}
+                    {% endfor %}
+                from {{ location }}
 
             ),
-
-            {% endfor -%}
 
             unioned as (
 
-                {% for column_name in column_names -%}
-                select * from {{ column_name }}_checked
+                {% for column in checked -%}
+                select
+                    '{{ column.name }}' as column_name,
+                    '{{ column.type }}' as data_type,
+                    "{{ column.name }}__failed" as failed_rows,
+                    "{{ column.name }}__valued" as valued_rows,
+                    "{{ column.name }}__example" as failed_example
+                from counted
                 {% if not loop.last %}union all{% endif %}
                 {% endfor %}
 
@@ -191,8 +205,6 @@ select * from (values
                 and failed_rows > {{ max_share }} * valued_rows
         {%- endset -%}
         {{ dq_guard(guard_sql) }}
-    {%- else -%}
-        select 1 as placeholder from {{ model }} where false
     {%- endif -%}
 {% endtest %}
 

@@ -1,3 +1,7 @@
+{{ config(materialized='table') }}
+-- A table, not a view: campaigns read it at send time (retain.campaigns.products: product cards,
+-- offer currency conversion), and a view would show whatever file sits in the landing folder now
+-- instead of what the last build that passed the data-quality guards accepted.
 -- One row per staged fx rate record with quarantine_reason (null = used), plus an implied
 -- rate of 1 for the base currency when the file has no valid row for it.
 with

@@ -1,3 +1,7 @@
+{{ config(materialized='table') }}
+-- A table, not a view: campaigns read it at send time (retain.campaigns.products: product cards,
+-- offer currency conversion), and a view would show whatever file sits in the landing folder now
+-- instead of what the last build that passed the data-quality guards accepted.
 -- One row per staged product record with quarantine_reason (null for the one row kept per
 -- product_id: the first in file order).
 with
