@@ -260,6 +260,7 @@ def overview(
             select(CampaignRun.__table__).where(r.campaign == campaign).order_by(r.id.desc()).limit(limit)
         ).all()
         lock = conn.execute(select(lk.run_pk, lk.lease_until).where(lk.campaign == campaign)).first()
+        names = dict(conn.execute(select(r.id, r.run_id).where(r.campaign == campaign)).all())
         out = []
         for run in runs:
             same = [
@@ -285,12 +286,20 @@ def overview(
                 ).scalar()
                 == 0
             )
-            out.append(_state(run, counts, live, due, bool(waiting_all), lock, now))
+            taker = names.get(run.superseded_by, str(run.superseded_by))
+            out.append(_state(run, counts, live, due, bool(waiting_all), lock, now, taker))
     return out
 
 
 def _state(
-    run: Any, counts: dict[str, int], live: int, due: Any, deferred: bool, lock: Any, now: datetime
+    run: Any,
+    counts: dict[str, int],
+    live: int,
+    due: Any,
+    deferred: bool,
+    lock: Any,
+    now: datetime,
+    taker: str,
 ) -> RunState:
     resume = f"resume: retain send {run.campaign.removeprefix('journey:')} --run-id {run.run_id}"
     busy = counts.get("queued", 0) + counts.get("sending", 0)
@@ -304,7 +313,7 @@ def _state(
     elif run.status == "paused":
         state, detail = "paused", f"{run.paused_reason or 'paused'}; {resume} --resume after fixing the cause"
     elif run.status == "abandoned":
-        state, detail = "abandoned", f"its worker died; run id {run.superseded_by} took its messages over"
+        state, detail = "abandoned", f"its worker stopped; run {taker} took its messages over"
     elif live:
         state, detail = "sending", f"{live} message(s) with a live worker"
     elif busy and deferred and due is not None:
