@@ -315,16 +315,16 @@ def _state(
     elif run.status == "abandoned":
         state, detail = "abandoned", f"its worker stopped; run {taker} took its messages over"
     elif live:
-        state, detail = "sending", f"{live} message(s) with a live worker"
+        state, detail = "sending", f"{live:,} message(s) with a live worker"
     elif busy and deferred and due is not None:
         state, detail = (
             "deferred",
-            f"{counts.get('queued', 0)} message(s) due from {due:%Y-%m-%d %H:%M} UTC; {resume} then",
+            f"{counts.get('queued', 0):,} message(s) due from {due:%Y-%m-%d %H:%M} UTC; {resume} then",
         )
     elif busy:
         state, detail = (
             "stalled",
-            f"{busy} message(s) left with no live worker; {resume} (or any new run takes them over)",
+            f"{busy:,} message(s) left with no live worker; {resume} (or any new run takes them over)",
         )
     else:
         state, detail = "done", "nothing left to send"
