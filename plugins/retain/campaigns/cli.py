@@ -133,8 +133,14 @@ def send_command(
     if result.delivered is not None:
         d = result.delivered
         typer.echo(f"\ndelivered by {d.worker_id}: {dict(d.counts)}; skipped at send {dict(d.skipped)}")
+        for line in d.held_elsewhere:
+            typer.echo(line)
         if d.paused:
-            typer.echo(f"run paused: {d.paused_reason}", err=True)
+            typer.echo(
+                f"run paused: {d.paused_reason}; once the cause is fixed: "
+                f"retain send {campaign} --run-id {rid} --resume",
+                err=True,
+            )
             raise typer.Exit(code=2)
         if d.next_not_before is not None:
             typer.echo(

@@ -27,7 +27,7 @@ from retain.dispatch.shared import send_with_shared
 from retain.dispatch.types import CircuitBreaker, ContextFor, DispatchSpec, Recipient
 from retain.ledger import ClaimedDelivery, Ledger, LedgerError, Run, address_hash, redact
 from retain.ledger.models import utcnow
-from retain.ledger.runs import Keepalive
+from retain.ledger.runs import Keepalive, held_by_others
 from retain.ledger.store import DEFAULT_LEASE
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ class DeliverReport:
     paused_reason: str | None = None
     next_not_before: datetime | None = None
     finished: bool = False  # nothing queued or sending is left for the run
+    #: other live workers still sending this run's messages: one line each, with when their lease ends
+    held_elsewhere: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +65,7 @@ class DeliverReport:
             "paused_reason": self.paused_reason,
             "next_not_before": self.next_not_before.isoformat() if self.next_not_before else None,
             "finished": self.finished,
+            "held_elsewhere": self.held_elsewhere,
         }
 
 
@@ -252,6 +255,12 @@ def deliver(
     report.paused, report.paused_reason = state["status"] == "paused", state["paused_reason"]
     report.next_not_before = ledger.next_not_before(run)
     left = ledger.run_counts(run)
+    if left["sending"]:
+        report.held_elsewhere = [
+            h.line(run.campaign, f"has {h.count:,} message(s) being sent")
+            + "; that worker finishes them, or if it died they are looked up at the provider after then"
+            for h in held_by_others(ledger, run, worker_id)
+        ]
     if not report.paused and left["queued"] == 0 and left["sending"] == 0:
         report.finished = True
         ledger.finish_run(run, summary={**(state["summary"] or {}), "ledger": ledger.run_summary(run)})

@@ -163,6 +163,26 @@ def live_senders(ledger: Ledger, run: Run, now: datetime | None = None) -> list[
     return [Holder(r[0], r[1] or "?", r[2], r[3]) for r in rows]
 
 
+def held_by_others(ledger: Ledger, run: Run, worker_id: str, now: datetime | None = None) -> list[Holder]:
+    """Other workers with a live lease on this run's messages (the same campaign, date and flag)."""
+    cols = Delivery.__table__.c
+    now = now or utcnow()
+    with ledger.read() as conn:
+        rows = conn.execute(
+            select(cols.worker_id, func.max(cols.lease_until), func.count())
+            .where(
+                cols.campaign == run.campaign,
+                cols.logical_date == run.logical_date,
+                cols.dry_run == run.dry_run,
+                cols.status == "sending",
+                cols.lease_until > now,
+                cols.worker_id != worker_id,
+            )
+            .group_by(cols.worker_id)
+        ).all()
+    return [Holder(run.run_id, r[0] or "?", r[1], r[2]) for r in rows]
+
+
 def paused_dates(ledger: Ledger, campaign: str) -> list[tuple[datetime, str]]:
     c = CampaignRun.__table__.c
     with ledger.read() as conn:
