@@ -8,7 +8,15 @@ from datetime import UTC, datetime, timedelta
 from typer.testing import CliRunner
 
 from retain.ledger import DeliveryRequest, Ledger
-from retain.ledger.runs import Keepalive, adopt, live_senders, overview, release_lock, try_lock
+from retain.ledger.runs import (
+    Keepalive,
+    adopt,
+    held_by_others,
+    live_senders,
+    overview,
+    release_lock,
+    try_lock,
+)
 
 T1 = datetime(2026, 6, 30, 10, 0, 1, tzinfo=UTC)
 T2 = datetime(2026, 6, 30, 10, 0, 2, tzinfo=UTC)
@@ -90,6 +98,9 @@ def test_run_states_say_what_each_run_is_doing_and_how_to_resume(ledger: Ledger,
         "sending": "sending",
     }
     assert "retain send flash --run-id stalled" in states["stalled"].detail
+    [other] = held_by_others(ledger, sending, "a-rerun")
+    assert other.holder == "live-worker" and other.count == 1
+    assert held_by_others(ledger, sending, "live-worker") == []
     assert "--resume" in states["paused"].detail and "30 of 200" in states["paused"].detail
 
     from retain.cli import app
