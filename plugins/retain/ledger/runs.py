@@ -204,7 +204,9 @@ def adopt(ledger: Ledger, run: Run, now: datetime | None = None) -> dict[str, in
         return {}
     cols = Delivery.__table__.c
     r = CampaignRun.__table__.c
+    # ``now``: the run's clock, for what is due; leases run out on the wall clock (never earlier)
     now = now or utcnow()
+    wall = max(now, utcnow())
     paused = [d for d, _ in paused_dates(ledger, run.campaign)]
     orphaned = or_(
         # due (a message deferred to later is waiting by design: its own run comes back for it)
@@ -212,8 +214,8 @@ def adopt(ledger: Ledger, run: Run, now: datetime | None = None) -> dict[str, in
         and_(
             cols.status == "sending",
             or_(
-                cols.lease_until <= now,
-                and_(cols.lease_until.is_(None), cols.claimed_at <= now - DEFAULT_LEASE),
+                cols.lease_until <= wall,
+                and_(cols.lease_until.is_(None), cols.claimed_at <= wall - DEFAULT_LEASE),
             ),
         ),
     )
@@ -229,7 +231,7 @@ def adopt(ledger: Ledger, run: Run, now: datetime | None = None) -> dict[str, in
         conn.execute(
             update(Delivery)
             .where(*conds)
-            .values(run_pk=run.id, logical_date=run.logical_date, updated_at=now)
+            .values(run_pk=run.id, logical_date=run.logical_date, updated_at=wall)
         )
         # a run with nothing queued or sending left is over: its worker is gone and this run goes on
         left = select(cols.id).where(
@@ -239,7 +241,7 @@ def adopt(ledger: Ledger, run: Run, now: datetime | None = None) -> dict[str, in
         conn.execute(
             update(CampaignRun)
             .where(r.id.in_(pks), r.status == "running", ~left)
-            .values(status="abandoned", superseded_by=run.id, finished_at=now)
+            .values(status="abandoned", superseded_by=run.id, finished_at=wall)
         )
         names = dict(conn.execute(select(r.id, r.run_id).where(r.id.in_(pks))).all())
     taken = {names[pk]: n for pk, n in found}
