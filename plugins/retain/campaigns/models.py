@@ -15,6 +15,7 @@ with identifiers taken only from the checked column list and values only as boun
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -132,6 +133,19 @@ class Offer(_Strict):
         if not self.by_tier and self.default is None:
             raise ValueError("give by_tier amounts, a default amount, or both")
         return self
+
+    def terms_for(self, tier: object) -> TierOffer | None:
+        """The member tier's amount and threshold, else the default, else None (no offer)."""
+        return self.by_tier.get(tier) if tier in self.by_tier else self.default  # type: ignore[call-overload]
+
+    def code_for(self, campaign: str, member_id: object) -> str:
+        """The fixed code, or the member's own code of ``code_rule`` (a hash of campaign and member)."""
+        if self.code is not None:
+            return self.code
+        rule = self.code_rule
+        assert rule is not None  # the validator requires code or code_rule
+        digest = hashlib.sha256(f"coupon\x1f{campaign}\x1f{member_id}".encode()).hexdigest()
+        return f"{rule.prefix}-{digest[: rule.length].upper()}"
 
 
 class Window(_Strict):

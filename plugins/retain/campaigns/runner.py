@@ -165,8 +165,7 @@ def offer_for_member(
     date. A member whose currency has no rate gets an error naming it, not an amount in the wrong one."""
     if offer is None:
         return None
-    tier = member.get("member_tier")
-    terms = offer.by_tier.get(tier) if tier in offer.by_tier else offer.default
+    terms = offer.terms_for(member.get("member_tier"))
     if terms is None:
         return None
     currency = str(member.get("currency") or offer.currency or "CNY")
@@ -184,15 +183,8 @@ def offer_for_member(
             return converted.quantize(Decimal(1), ROUND_HALF_UP)
 
         amount, threshold = whole(amount), whole(threshold)
-    if offer.code is not None:
-        code = offer.code
-    else:
-        rule = offer.code_rule
-        assert rule is not None  # the model requires code or code_rule
-        digest = hashlib.sha256(f"coupon\x1f{campaign}\x1f{member.get('member_id')}".encode()).hexdigest()
-        code = f"{rule.prefix}-{digest[: rule.length].upper()}"
     return {
-        "code": code,
+        "code": offer.code_for(campaign, member.get("member_id")),
         "amount": amount,
         "threshold": threshold if threshold > 0 else None,
         "currency": currency,

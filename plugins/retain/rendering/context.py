@@ -10,7 +10,6 @@ amount, or no offer for a tier the campaign gives none.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -246,19 +245,11 @@ def sample_tier_offer(
     without one the amounts are the member's currency, as in the send path."""
     if offer is None:
         return None
-    tier = member.get("member_tier")
-    terms = offer.by_tier.get(tier) if tier in offer.by_tier else offer.default
+    terms = offer.terms_for(member.get("member_tier"))
     if terms is None:
         return None
-    if offer.code is not None:
-        code = offer.code
-    else:
-        rule = offer.code_rule
-        assert rule is not None  # the model requires code or code_rule
-        digest = hashlib.sha256(f"coupon\x1f{campaign}\x1f{member.get('member_id')}".encode()).hexdigest()
-        code = f"{rule.prefix}-{digest[: rule.length].upper()}"
     return {
-        "code": code,
+        "code": offer.code_for(campaign, member.get("member_id")),
         "amount": terms.amount,
         "threshold": terms.threshold if terms.threshold > 0 else None,
         "currency": offer.currency or member.get("currency") or "USD",
