@@ -44,7 +44,7 @@ SELECT
     'DE' AS country,
     'Europe/Berlin' AS timezone,
     'EUR' AS currency,
-    ['basic', 'silver', 'gold'][1 + i % 3] AS member_tier,
+    ['ordinary', 'senior', 'super'][1 + i % 3] AS member_tier,
     'active' AS lifecycle_stage,
     'champions' AS rfm_segment,
     'high' AS clv_tier,

@@ -70,7 +70,7 @@ def member_row(i: int) -> dict:
         "country": "DE",
         "timezone": "Europe/Berlin",
         "currency": "EUR",
-        "member_tier": "gold",
+        "member_tier": "super",
         "lifecycle_stage": "at_risk",
         "rfm_segment": "at_risk",
         "clv_tier": "high",

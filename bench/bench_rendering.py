@@ -64,7 +64,7 @@ def member_rows(n: int, seed: int = 7) -> list[dict]:
                 "country": country,
                 "timezone": "UTC",
                 "currency": currency,
-                "member_tier": rnd.choice(["basic", "bronze", "silver", "gold"]),
+                "member_tier": rnd.choice(["ordinary", "senior", "super"]),
                 "lifecycle_stage": rnd.choice(["new", "active", "at_risk", "lapsed"]),
                 "rfm_segment": rnd.choice(["champions", "loyal", "at_risk", None]),
                 "clv_tier": rnd.choice(["low", "medium", "high"]),

@@ -25,7 +25,7 @@ def member(i: int, **overrides) -> dict:
         "country": "US",
         "timezone": "America/New_York",
         "currency": "USD",
-        "member_tier": "gold",
+        "member_tier": "super",
         "lifecycle_stage": "active",
         "rfm_segment": "champions",
         "clv_tier": "high",
