@@ -64,6 +64,7 @@ def env(warehouse, campaigns_dir, ledger_url, sg, tmp_path) -> dict[str, str]:  
         "RETAIN_LEDGER_URL": ledger_url,
         "AIRFLOW_CONN_SENDGRID_DEFAULT": json.dumps(conn),
         "PYTHONPATH": str(ROOT),
+        "RETAIN_CLAIM_LEASE_S": "20",  # a dead worker's messages are taken over 20 s after its last beat
     }
 
 
@@ -177,6 +178,22 @@ def test_a_send_killed_mid_batch_is_finished_by_the_next_send(env, sg, ledger_ur
     assert "Traceback" not in err
     assert "took over" in out, out + err
     assert_exactly_once(sg, ledger_url, ("flash_a",))
+
+
+def test_a_new_send_refuses_while_a_run_of_the_campaign_is_paused(env, ledger_url):  # noqa: F811
+    from datetime import UTC, datetime
+
+    ledger = Ledger.open(ledger_url)
+    try:
+        paused = ledger.start_run("flash_a", "manual__paused", datetime(2026, 12, 1, tzinfo=UTC))
+        ledger.pause_run(paused, "circuit breaker: 40 of 200 attempted messages failed")
+    finally:
+        ledger.close()
+    code, out, err = done(start(env, "send", "flash_a"))
+    line = one_error_line(err)
+    assert code == 1 and "run manual__paused is paused" in line
+    assert "retain send flash_a --run-id manual__paused --resume" in line
+    assert ledger_counts(ledger_url, ("flash_a",))["queued"] == 0
 
 
 # ------------------------------------------------------------------------------ a ledger that fails

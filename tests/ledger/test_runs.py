@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from typer.testing import CliRunner
 
-from retain.ledger import DeliveryRequest, Ledger
+from retain.ledger import DeliveryRequest, Ledger, LedgerError
 from retain.ledger.runs import (
     Keepalive,
     adopt,
@@ -17,6 +18,7 @@ from retain.ledger.runs import (
     release_lock,
     try_lock,
 )
+from retain.ledger.store import LedgerUnavailable
 
 T1 = datetime(2026, 6, 30, 10, 0, 1, tzinfo=UTC)
 T2 = datetime(2026, 6, 30, 10, 0, 2, tzinfo=UTC)
@@ -112,3 +114,37 @@ def test_run_states_say_what_each_run_is_doing_and_how_to_resume(ledger: Ledger,
     result = CliRunner().invoke(app, ["runs", "flash"])
     assert result.exit_code == 0, result.output
     assert "stalled" in result.output and "retain send flash --run-id stalled" in result.output
+
+
+def test_a_worker_frozen_past_its_lease_keeps_none_of_the_rows_another_run_took_over(ledger: Ledger):
+    first = ledger.start_run("flash", "manual__1", T1)
+    ledger.enqueue(first, reqs(6))
+    rows = ledger.claim(first, "frozen", 6)
+    ids = [r.id for r in rows]
+    assert ledger.confirm_claims(ids, "frozen") == set(ids)  # alive: all still its own
+    second = ledger.start_run("flash", "manual__2", T2)
+    later = datetime.now(UTC) + timedelta(minutes=2)
+    assert adopt(ledger, second, now=later) == {"manual__1": 6}
+    doubt = ledger.in_doubt(run=second, now=later)
+    for row in doubt[:3]:  # the provider never saw these: queued again, then claimed by the new run
+        ledger.reconcile(row.id, sent=False, expected_claimed_at=row.claimed_at)
+    ledger.claim(second, "new", 10)
+    # the frozen worker wakes up: the three reconciled rows are no longer its own; the three still in
+    # doubt are, and the fence gives them a new claim time, so a reconcile that read the old one fails
+    kept = ledger.confirm_claims(ids, "frozen")
+    assert kept == {r.id for r in doubt[3:]}
+    with pytest.raises(LedgerError):
+        ledger.reconcile(doubt[3].id, sent=False, expected_claimed_at=doubt[3].claimed_at)
+
+
+def test_a_ledger_url_that_cannot_work_is_one_line_naming_it():
+    for url, words in (
+        ("sqlite://", "in-memory"),
+        ("mysql://u:secret@db/x", "unsupported database"),
+        ("not a url", "not a database URL"),
+        ("postgresql+asyncpg://u:secret@127.0.0.1/x", "unsupported database"),
+    ):
+        with pytest.raises(LedgerUnavailable) as caught:
+            Ledger.open(url)
+        message = str(caught.value)
+        assert words in message and "secret" not in message and "\n" not in message

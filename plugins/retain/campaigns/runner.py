@@ -62,6 +62,7 @@ from retain.ledger.runs import (
     adopt,
     holder_id,
     live_senders,
+    paused_dates,
     preparing_dates,
     release_lock,
     try_lock,
@@ -589,6 +590,17 @@ def _take_campaign(ledger: Ledger, run: Run, holder: str, wait_s: float) -> None
         time_mod.sleep(1.0)
 
 
+def _refuse_while_paused(ledger: Ledger, run: Run) -> None:
+    """A circuit-breaker pause is a decision about the campaign: a new run does not send around it."""
+    for logical, run_id in paused_dates(ledger, run.campaign):
+        if logical != run.logical_date:
+            name = run.campaign.removeprefix("journey:")
+            raise RunInProgress(
+                f"campaign {run.campaign}: run {run_id} is paused by the circuit breaker; fix the cause, "
+                f"then resume it with: retain send {name} --run-id {run_id} --resume"
+            )
+
+
 def _wait_for_live_senders(ledger: Ledger, run: Run, wait_s: float) -> None:
     """Messages another run's worker holds under a lease: wait until each worker renews (alive: it
     finishes them itself) or its lease runs out (dead: this run takes them over and reconciles them)."""
@@ -713,8 +725,9 @@ def prepare_campaign(
             try:
                 plan = Plan(campaign, as_of, pilot)
                 if real and campaign.kind == "manual":
+                    _refuse_while_paused(ledger, run)
                     # a journey's leftovers belong to their entry day: a re-run of that day resumes them
-                    _wait_for_live_senders(ledger, run, CLAIM_LEASE.total_seconds() + 15)
+                    _wait_for_live_senders(ledger, run, CLAIM_LEASE.total_seconds() * 1.25)
                     plan.taken_over = adopt(ledger, run, now)
                 report = _prepare_run(
                     request, campaign, plan, spec, ledger, con, warehouse, catalog, settings, now,

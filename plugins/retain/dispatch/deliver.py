@@ -28,7 +28,7 @@ from retain.dispatch.types import CircuitBreaker, ContextFor, DispatchSpec, Reci
 from retain.ledger import ClaimedDelivery, Ledger, LedgerError, Run, address_hash, redact
 from retain.ledger.models import utcnow
 from retain.ledger.runs import Keepalive, held_by_others
-from retain.ledger.store import DEFAULT_LEASE
+from retain.ledger.store import CLAIM_LEASE, DEFAULT_LEASE
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,9 @@ def deliver(
     renderer = get_renderer(spec.templates_dir)
     breaker = _Breaker(spec.circuit_breaker, ledger, run)
     rec = _Recorder(ledger, channels, worker_id, clock, retry_base_s, report, breaker)
-    claim_size = _claim_size(spec.batch_size, channels, lease)
+    # a batch goes out within a quarter of the claim lease, so a worker frozen mid-send has at most one
+    # batch on its way when its lease runs out (the fence, _still_mine, stops every later one)
+    claim_size = _claim_size(spec.batch_size, channels, min(lease, CLAIM_LEASE))
     claimed_total = 0
     # One batch is on the network while the next one is claimed, checked and rendered; it is sent
     # only after the one before was recorded and the circuit breaker has looked at it.
@@ -247,6 +249,7 @@ def deliver(
                     if stop:
                         _release(ledger, staged, worker_id, clock())
                         break
+                staged = _still_mine(ledger, staged, worker_id, report)
                 in_flight = _send(sender, staged, channels, spec, renderer)
         finally:
             if in_flight is not None:  # what the provider accepted is recorded, even on the way out
@@ -279,9 +282,9 @@ def deliver(
 
 def _claim_size(batch_size: int, channels: Mapping[str, Channel], lease: timedelta) -> int:
     """Rows per claim: the spec's batch size, made smaller where a channel's throttle could not send two
-    batches (the one on the network and the one staged behind it) within half the lease. A claim held
-    longer than the lease looks abandoned to the other workers, who would reconcile it while it sends
-    (SMS at 1 msg/s and a 15-minute lease: 225 rows, not 500)."""
+    batches (the one on the network and the one staged behind it) within half the lease: a frozen
+    worker then has little on its way when its lease runs out (SMS at 1 msg/s and a 60 s claim lease:
+    15 rows, not 500)."""
     size = batch_size
     for channel in channels.values():
         rate = getattr(getattr(channel, "throttle", None), "rate", None)
@@ -378,6 +381,27 @@ def _release(ledger: Ledger, staged: _Staged, worker_id: str, now: datetime) -> 
     for items in staged[0].values():
         for row, *_ in items:
             ledger.defer(row.id, now, worker_id=worker_id)
+
+
+def _still_mine(ledger: Ledger, staged: _Staged, worker_id: str, report: DeliverReport) -> _Staged:
+    """The fence before a batch goes out: keep only rows this worker still holds, renewing their lease
+    and claim time in the same statement. A worker that was frozen past its lease (a stopped process, a
+    long GC pause) finds the rows another run took over gone from its batch instead of sending them
+    again; a run reconciling them meanwhile sees the new claim time and leaves them alone."""
+    by_channel, contexts = staged
+    ids = [row.id for items in by_channel.values() for row, *_ in items]
+    if not ids:
+        return staged
+    mine = ledger.confirm_claims(ids, worker_id)
+    if len(mine) == len(ids):
+        return staged
+    lost = len(ids) - len(mine)
+    report.counts["taken_over_elsewhere"] += lost
+    log.warning(
+        "dispatch deliver by %s: %s claimed message(s) were taken over meanwhile; not sent", worker_id, lost
+    )
+    kept = {name: [item for item in items if item[0].id in mine] for name, items in by_channel.items()}
+    return {name: items for name, items in kept.items() if items}, contexts
 
 
 @dataclass

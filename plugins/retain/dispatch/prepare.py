@@ -16,7 +16,7 @@ from retain.dispatch.members import MemberSource
 from retain.dispatch.types import ContextFor, DispatchSpec, Recipient
 from retain.ledger import DeliveryRequest, Ledger, Run, idempotency_key
 from retain.ledger.models import utcnow
-from retain.ledger.store import ContactLookup
+from retain.ledger.store import ContactLookup, contact_key
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +302,11 @@ class _Capped:
                     dry_run=run.dry_run,
                 )
                 for r, *_ in self.planned
+            ]
+            keys += [
+                contact_key(run.campaign, r.journey_step, r.member_id, r.channel, r.contact_scope)
+                for r, *_ in self.planned
+                if r.contact_scope is not None
             ]
             contacts = lookup(ids, now - timedelta(days=8), now + timedelta(days=2), keys)
         self.requests = []

@@ -219,7 +219,13 @@ def adopt(ledger: Ledger, run: Run, now: datetime | None = None) -> dict[str, in
             ),
         ),
     )
-    conds = [*_other_runs(run), orphaned]
+    # a run whose worker still renews its lease is being worked on: its messages are its own to send
+    alive = (
+        select(cols.run_pk)
+        .where(cols.campaign == run.campaign, cols.status == "sending", cols.lease_until > wall)
+        .distinct()
+    )
+    conds = [*_other_runs(run), orphaned, cols.run_pk.not_in(alive)]
     if paused:
         conds.append(cols.logical_date.not_in(paused))
     with ledger.write() as conn:

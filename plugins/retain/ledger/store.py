@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -46,7 +47,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, InterfaceError, InternalError, NoSuchModuleError, OperationalError
 
 from retain.ledger.models import (
     CHANNELS,
@@ -66,7 +67,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_LEASE = timedelta(minutes=15)  # rows claimed before leases existed (lease_until NULL)
-CLAIM_LEASE = timedelta(seconds=60)  # a claim's lease; the sending worker's heartbeat renews it
+# a claim's lease, renewed by the sending worker's heartbeat every quarter of it; a dead worker's messages
+# are taken over this long after its last beat (RETAIN_CLAIM_LEASE_S, at least 8 s)
+CLAIM_LEASE = timedelta(seconds=max(8.0, float(os.environ.get("RETAIN_CLAIM_LEASE_S") or 60)))
 _CONTACT_LOCK = 4242002  # PostgreSQL advisory lock: frequency-cap decisions and their inserts, one at a time
 _CHUNK = 500  # rows per multi-row INSERT / IN (...) list: well under SQLite's bound-variable limit
 _KEY_VERSION = "retain-delivery-v1"
@@ -91,6 +94,8 @@ _HINTS = (
     (("disk is full", "no space", "database or disk is full", "could not extend", "disk full"),
      "the disk holding it is full: free space, then run the same command again (the next run resumes "
      "what this one left; nothing is sent twice)"),
+    (("read-only transaction", "read_only"), "the server only allows reading: make the database "
+     "writable again, then run the same command again"),
     (("unable to open", "could not open", "no such file", "permission denied"),
      "cannot open it: check the path and permissions in RETAIN_LEDGER_URL"),
     (("connection refused", "could not connect", "connection to server", "timeout expired",
@@ -98,6 +103,23 @@ _HINTS = (
      "cannot reach the database server: check that it runs and the URL in RETAIN_LEDGER_URL or the "
      "retain_ledger connection"),
 )  # fmt: skip
+
+
+def _parse(url: str, shown: str) -> Any:
+    try:
+        return make_url(url)
+    except ArgumentError as exc:
+        raise LedgerUnavailable(
+            shown, "not a database URL", "give sqlite:////path/ledger.sqlite or postgresql://user@host/db"
+        ) from exc
+
+
+def _shown(url: str) -> str:
+    """The URL as it may be printed: without its password (or the text itself when it is no URL)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return redact(url.split("@")[-1])[:100]
 
 
 def unavailable(engine: Engine, exc: BaseException) -> LedgerUnavailable:
@@ -119,7 +141,7 @@ def unavailable(engine: Engine, exc: BaseException) -> LedgerUnavailable:
 
 
 #: what a database failure of the ledger looks like (an IntegrityError is a bug, not an outage)
-_OUTAGES = (OperationalError, InterfaceError, OSError)
+_OUTAGES = (OperationalError, InterfaceError, InternalError, OSError)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -474,8 +496,29 @@ class Ledger:
             from retain.config import ledger_url
 
             url = ledger_url()
+        shown = _shown(url)
+        parsed = _parse(url, shown)
+        if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+            raise LedgerUnavailable(
+                shown, "an in-memory SQLite database", "every process would get its own empty ledger and "
+                "nothing would stop a second send: give a file (sqlite:////path/ledger.sqlite)"
+            )  # fmt: skip
+        if parsed.get_backend_name() not in ("sqlite", "postgresql") or parsed.get_driver_name() in (
+            "asyncpg",
+            "aiosqlite",
+            "psycopg_async",
+        ):
+            raise LedgerUnavailable(
+                shown,
+                f"unsupported database {parsed.drivername!r}",
+                "use sqlite:///<path> or postgresql://...",
+            )
         try:
             ledger = cls(make_engine(url), **kwargs)
+        except (NoSuchModuleError, ModuleNotFoundError, ArgumentError) as exc:
+            raise LedgerUnavailable(
+                shown, f"cannot use this URL ({type(exc).__name__})", "check RETAIN_LEDGER_URL"
+            ) from exc
         except OSError as exc:  # the SQLite file's folder cannot be made
             raise unavailable(create_engine(url), exc) from exc
         if migrate:
@@ -956,6 +999,24 @@ class Ledger:
         with self._tx(durable=True) as conn:
             for chunk in _chunks([{"b_id": i, "b_hash": h} for i, h in items]):
                 conn.execute(stmt, list(chunk))
+
+    def confirm_claims(self, ids: Sequence[int], worker_id: str, lease: timedelta = CLAIM_LEASE) -> set[int]:
+        """Right before a send: which of ``ids`` this worker still holds in ``sending``. Those get a new
+        lease and claim time (so a reconcile that read the old claim time cannot requeue them while they
+        go out); rows taken over or reconciled meanwhile are left out."""
+        cols = Delivery.__table__.c
+        now = utcnow()
+        out: set[int] = set()
+        with self._tx() as conn:
+            for chunk in _chunks(list(ids)):
+                stmt = (
+                    update(Delivery)
+                    .where(cols.id.in_(chunk), cols.worker_id == worker_id, cols.status == "sending")
+                    .values(lease_until=now + lease, claimed_at=now, updated_at=now)
+                    .returning(cols.id)
+                )
+                out.update(conn.execute(stmt).scalars())
+        return out
 
     def heartbeat(self, worker_id: str, lease: timedelta = CLAIM_LEASE) -> int:
         """Renew the lease of every row this worker holds in ``sending`` (and of a campaign lock it
@@ -1481,7 +1542,8 @@ class Ledger:
         messages to each member in ``[since, until)``, any campaign, rows queued, sending or sent (so two
         campaigns prepared the same day before either sends still share one cap). Real runs only, plus
         the run's own dry-run rows when ``run`` is a dry run; test sends never count. ``exclude_keys``:
-        idempotency keys being decided now (a retried prepare does not count its own earlier rows).
+        idempotency or contact keys being decided now (a retried prepare does not count its own earlier
+        rows, nor a run the messages it took over).
         ``enqueue(decide=...)`` runs the same look-up under the lock that makes the cap hold."""
         with self._read() as conn:
             return self._contact_times(conn, member_ids, since, until, run=run, exclude_keys=exclude_keys)
@@ -1519,7 +1581,10 @@ class Ledger:
                 runs,
             ]
             if excluded:
+                # keys being decided now: their idempotency keys (a retried prepare's own rows) and contact
+                # keys (a message this run took over from a dead run is the very contact being decided)
                 conds.append(cols.idempotency_key.not_in(excluded))
+                conds.append(or_(cols.contact_key.is_(None), cols.contact_key.not_in(excluded)))
             stmt = select(cols.member_id, when, cols.status).where(*conds, when >= since, when < until)
             for member_id, at, status in conn.execute(stmt):
                 if status in _CONTACT_STATUSES:
