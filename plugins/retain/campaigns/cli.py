@@ -188,7 +188,8 @@ def runs_command(
     from retain.ledger.runs import overview
 
     try:
-        name = load_campaign(campaign, catalog=load_catalog(use_warehouse=False)).ledger_name
+        file = campaign.removeprefix("journey:")  # the name retain report uses works too
+        name = load_campaign(file, catalog=load_catalog(use_warehouse=False)).ledger_name
     except CampaignFileError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=1) from exc
