@@ -153,7 +153,7 @@ select * from (values
     {%- if checked | length == 0 -%}
         -- nothing to scan: every checked column already has its staging type in the file, so no cast can
         -- fail (or dbt is not running tests: the query is built from the file's schema when it does)
-        select 1 as placeholder from {{ model }} where false
+        select 1 as nothing_failed from {{ model }} where false
     {%- else -%}
         {%- set guard_sql -%}
             with
@@ -243,7 +243,7 @@ select * from (values
         {%- endif -%}
     {%- endif -%}
     {%- if history is none -%}
-        select 1 as placeholder from {{ model }} where false
+        select 1 as nothing_failed from {{ model }} where false
     {%- else -%}
         {%- set guard_sql -%}
             with
